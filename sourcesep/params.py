@@ -1,0 +1,286 @@
+"""The one parameter schema: CLI flags, config files and per-job sidecars all validate through it.
+
+Defaults are the original design's "balanced" preset. Two groups:
+
+* :class:`Params` — separation parameters. Any of them can be overridden per call
+  (``Separator.separate(**overrides)``) or per job (a daemon sidecar).
+* :class:`RuntimeOptions` — how the model runs (model id, device, threads, precision). They are
+  fixed when a :class:`~sourcesep.Separator` is built, so a sidecar cannot change them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ParamError
+
+DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class Params(_Schema):
+    """Separation parameters (defaults: the original design's "balanced" preset)."""
+
+    # --- pipeline choice -------------------------------------------------------------------
+    detector: Literal["auto", "ast", "query", "fused", "oracle"] = Field(
+        "auto",
+        description="Temporal detector: 'ast' (AST class probability + cosine gate), 'query' "
+        "(weights-free query similarity), 'fused' (both), 'oracle' (segments from --segments). "
+        "'auto' = fused with an AST model, query with --model none.",
+    )
+    masker: Literal["auto", "seed", "nmf", "wiener"] = Field(
+        "auto",
+        description="Mask estimator: 'seed' (reference stitching + initial mask + DGMO, as the "
+        "original design), 'nmf' (query/background NMF dictionaries), 'wiener' (NMF + DGMO "
+        "refinement). 'auto' picks the best measured one.",
+    )
+    segments: str | None = Field(
+        None,
+        description="File of known segments ('start end' seconds per line, or a JSON list of "
+        "[start, end]); used by --detector oracle and implies it.",
+    )
+
+    # --- query ---------------------------------------------------------------------------
+    max_query_sec: float = Field(
+        3.0, gt=0.2, le=30.0, description="A longer query is trimmed to its most energetic part (s)."
+    )
+    min_query_sec: float = Field(
+        0.1, ge=0.02, le=5.0, description="A shorter query is refused as too short (s)."
+    )
+
+    # --- temporal detection ----------------------------------------------------------------
+    window_sec: float = Field(1.0, gt=0.1, le=10.0, description="Detection window length (s).")
+    hop_sec: float = Field(0.5, gt=0.01, le=10.0, description="Detection window hop (s).")
+    cls_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Absolute threshold on the window score; when unset, --cls_percentile is used.",
+    )
+    cls_percentile: float = Field(
+        92.0, ge=0.0, le=100.0, description="Percentile of window scores used as threshold."
+    )
+    use_cosine_gate: bool = Field(
+        False, description="Also require window-to-query embedding cosine ≥ --cosine_threshold."
+    )
+    cosine_threshold: float = Field(
+        0.45, ge=-1.0, le=1.0, description="Cosine similarity gate for --use_cosine_gate."
+    )
+    min_dur_ms: float = Field(500.0, ge=0.0, le=60000.0, description="Drop segments shorter than this (ms).")
+    merge_gap_ms: float = Field(200.0, ge=0.0, le=60000.0, description="Merge segments closer than this (ms).")
+    segment_padding_ms: float = Field(50.0, ge=0.0, le=5000.0, description="Pad each segment by this (ms).")
+
+    # --- reference and initial mask ---------------------------------------------------------
+    n_mels: int = Field(64, ge=8, le=256, description="Mel bands of the reference and DGMO loss.")
+    nfft: int = Field(512, ge=64, le=8192, description="STFT size (samples).")
+    hop: int = Field(256, ge=16, le=4096, description="STFT hop (samples).")
+    time_mask_sharpening: float = Field(
+        1.2, gt=0.0, le=10.0, description="Exponent sharpening the time-activity mask."
+    )
+    gamma_profile: float = Field(
+        0.25, ge=0.0, le=1.0, description="Weight of the query's frequency profile in the initial mask."
+    )
+    mask_floor: float = Field(0.08, ge=0.0, lt=1.0, description="Lowest mask value.")
+    soft_masking: bool = Field(True, description="Soft (ratio) mask; off = binary mask at 0.5.")
+    use_embedding_masking: bool = Field(
+        False, description="Blend in semantic (AST embedding) similarity per frame (needs an AST)."
+    )
+    semantic_blending: float = Field(
+        0.7, ge=0.0, le=1.0, description="Weight of the semantic similarity when blending."
+    )
+    similarity_smoothing: float = Field(
+        1.0, ge=0.0, le=20.0, description="Gaussian smoothing (frames) of the similarity curve."
+    )
+    use_spectrogram_features: bool = Field(
+        False,
+        description="Use AST patch-embedding similarity to the query as a 2-D time-frequency mask.",
+    )
+
+    # --- DGMO ----------------------------------------------------------------------------
+    opt_steps: int = Field(18, ge=0, le=1000, description="Adam steps of the DGMO mask optimisation.")
+    lr: float = Field(0.28, gt=0.0, le=10.0, description="DGMO learning rate.")
+    lambda_tv: float = Field(0.008, ge=0.0, le=10.0, description="Weight of the total-variation term.")
+    lambda_sat: float = Field(0.001, ge=0.0, le=10.0, description="Weight of the saturation term.")
+
+    # --- long inputs -----------------------------------------------------------------------
+    chunk_sec: float = Field(
+        60.0, ge=5.0, le=3600.0, description="Mixtures longer than this are separated in overlapping chunks (s)."
+    )
+
+    # --- outputs ---------------------------------------------------------------------------
+    output_format: Literal["PCM_16", "FLOAT", "FLAC"] = Field(
+        "PCM_16", description="Audio format of written files (WAV PCM_16, WAV FLOAT, or FLAC)."
+    )
+    save_trimmed_query: bool = Field(False, description="Write the trimmed query (query_trimmed.wav).")
+    save_renamed_query: bool = Field(True, description="Write the query as {class_name}.wav.")
+    save_visualizations: bool = Field(
+        True, description="Write {class_name}_comparison.png and {class_name}_timeline.png."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Params":
+        if self.hop > self.nfft:
+            raise ValueError(f"hop ({self.hop}) must not exceed nfft ({self.nfft})")
+        if self.hop_sec > self.window_sec:
+            raise ValueError(f"hop_sec ({self.hop_sec}) must not exceed window_sec ({self.window_sec})")
+        if self.min_query_sec >= self.max_query_sec:
+            raise ValueError("min_query_sec must be below max_query_sec")
+        return self
+
+
+class RuntimeOptions(_Schema):
+    """How the model runs. Fixed for the lifetime of a Separator."""
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="AST model: a Hugging Face id, a local directory saved with save_pretrained, "
+        "or 'none' to run without trained weights (query detector only).",
+    )
+    offline: bool = Field(
+        False, description="Never touch the network; the model must be in the local cache or a directory."
+    )
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), cpu, cuda[:N].")
+    threads: int = Field(2, ge=1, le=256, description="Torch CPU threads.")
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32", description="AST precision: fp32, bf16 (autocast where supported) or int8 (dynamic quantisation)."
+    )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The original design: AST detection, stitching + DGMO masker, balanced parameters.
+    "seed": {"detector": "ast", "masker": "seed"},
+    "balanced": {},
+}
+
+PARAM_KEYS = frozenset(Params.model_fields)
+RUNTIME_KEYS = frozenset(RuntimeOptions.model_fields)
+
+
+def _describe_range(model: type[BaseModel], key: str) -> str:
+    field = model.model_fields[key]
+    bounds = []
+    for meta in field.metadata:
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            val = getattr(meta, attr, None)
+            if val is not None:
+                bounds.append(f"{sym} {val}")
+    return " and ".join(bounds)
+
+
+def _format_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per problem, naming the key, what is wrong and what is allowed."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(parameters)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+            continue
+        msg = e["msg"]
+        if key in model.model_fields:
+            rng = _describe_range(model, key)
+            if rng and ("greater" in msg or "less" in msg):
+                msg = f"must be {rng}"
+        got = e.get("input")
+        got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+        lines.append(f"{source}: '{key}' {msg}{got_txt}")
+    return "; ".join(lines)
+
+
+def validate_params(values: Mapping[str, Any], source: str = "parameters") -> Params:
+    """Build :class:`Params` from a mapping, raising :class:`ParamError` naming bad keys."""
+    try:
+        return Params(**dict(values))
+    except ValidationError as err:
+        raise ParamError(_format_error(err, Params, source)) from None
+
+
+def validate_runtime(values: Mapping[str, Any], source: str = "options") -> RuntimeOptions:
+    try:
+        return RuntimeOptions(**dict(values))
+    except ValidationError as err:
+        raise ParamError(_format_error(err, RuntimeOptions, source)) from None
+
+
+def resolve(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[Params, dict[str, str]]:
+    """Merge parameter layers, later ones winning, and record where each value came from.
+
+    ``layers`` is e.g. ``[("config:sep.yaml", {...}), ("cli", {...}), ("sidecar:a.yaml", {...})]``.
+    A ``preset`` key in a layer expands to the preset's values at that layer's precedence.
+    Returns the validated parameters and ``{key: source}`` for every key (``"default"`` when unset).
+    """
+    merged: dict[str, Any] = {}
+    sources = {k: "default" for k in PARAM_KEYS}
+    for source, values in layers:
+        values = dict(values)
+        preset = values.pop("preset", None)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ParamError(f"{source}: 'preset' must be one of {sorted(PRESETS)} (got {preset!r})")
+            for k, v in PRESETS[preset].items():
+                merged[k], sources[k] = v, f"{source} (preset {preset})"
+        # Validate each layer on its own so an error names the file it came from.
+        unknown = sorted(set(values) - PARAM_KEYS)
+        if unknown:
+            hint = " (fixed per Separator; not a per-job parameter)" if set(unknown) & RUNTIME_KEYS else ""
+            raise ParamError(f"{source}: unknown key '{unknown[0]}'{hint}")
+        for k, v in values.items():
+            merged[k], sources[k] = v, source
+        validate_params(merged, source)
+    return validate_params(merged, "parameters"), sources
+
+
+def load_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping safely; a YAML error, a non-mapping or an alias bomb is a ParamError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParamError(f"{path}: cannot read {what}: {e.__class__.__name__}: {e}") from None
+    if len(text) > 1_000_000:
+        raise ParamError(f"{path}: {what} is larger than 1 MB")
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as e:
+        raise ParamError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: {what} must be a mapping of key: value, not {type(data).__name__}")
+    for k, v in data.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ParamError(f"{path}: '{k}' must be a finite number")
+    return data
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors/aliases: parameter files never need them, and they allow
+    "billion laughs" expansion bombs."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in parameter files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def split_config(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a config mapping into (separation params, runtime options); unknown keys are errors."""
+    params, runtime = {}, {}
+    for k, v in data.items():
+        if k in PARAM_KEYS or k == "preset":
+            params[k] = v
+        elif k in RUNTIME_KEYS:
+            runtime[k] = v
+        else:
+            raise ParamError(f"{source}: unknown key '{k}'")
+    return params, runtime
