@@ -1,0 +1,292 @@
+"""AstModel: loading (local dir, hub cache, offline errors), position-embedding surgery against the
+stock Hugging Face forward, batched window scoring, classification and patch similarity.
+
+The surgery tests compare against ``ASTForAudioClassification`` run unmodified, either at the
+checkpoint's full 1024 frames or as a model whose config ``max_length`` is the short input's frame
+count, loaded with position embeddings cut by plain indexing (written out here independently).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from transformers import ASTConfig, ASTForAudioClassification
+
+from signals import SR, harmonic_tone, noise
+from sourcesep.ast_model import AstModel, cut_position_embeddings, frames_for, resolve_device
+from sourcesep.errors import ModelError, ParamError
+from sourcesep.features import ast_fbank
+
+N_FREQ, N_TIME = 12, 101  # patch grid of the checkpoint geometry: 128 mels, 1024 frames
+
+
+@pytest.fixture(scope="module")
+def ast(tiny_ast_dir):
+    return AstModel.load(tiny_ast_dir, offline=True, threads=2)
+
+
+@pytest.fixture(scope="module")
+def stock_full(tiny_ast_dir):
+    return ASTForAudioClassification.from_pretrained(tiny_ast_dir).eval()
+
+
+def stock_at_length(stock_full: ASTForAudioClassification, n_frames: int) -> ASTForAudioClassification:
+    """The stock HF model with config max_length = n_frames and position embeddings cut by hand:
+    keep the 2 prefix tokens, then for each frequency row f the first T' time columns t, i.e.
+    indices 2 + f * 101 + t."""
+    cfg = ASTConfig(**{**stock_full.config.to_dict(), "max_length": n_frames})
+    short = ASTForAudioClassification(cfg).eval()
+    t_keep = (n_frames - 16) // 10 + 1
+    state = dict(stock_full.state_dict())
+    key = "audio_spectrogram_transformer.embeddings.position_embeddings"
+    keep = [0, 1] + [2 + f * N_TIME + t for f in range(N_FREQ) for t in range(t_keep)]
+    state[key] = state[key][:, keep]
+    short.load_state_dict(state)
+    assert short.audio_spectrogram_transformer.embeddings.position_embeddings.shape[1] == 2 + N_FREQ * t_keep
+    return short
+
+
+def test_frames_for_matches_kaldi_snip_edges():
+    assert frames_for(1.0) == 98  # 1 + (16000 - 400) // 160
+    assert frames_for(1.5) == 148
+    assert frames_for(10.0) == 998
+    assert frames_for(0.02) == 0  # shorter than one 25 ms frame
+
+
+def test_cut_position_embeddings_keeps_first_time_columns_of_each_frequency_row():
+    hidden = 3
+    pos = torch.zeros(1, 2 + N_FREQ * N_TIME, hidden)
+    pos[0, :2] = torch.tensor([[-1.0, -1, -1], [-2, -2, -2]])
+    f, t = torch.meshgrid(torch.arange(N_FREQ), torch.arange(N_TIME), indexing="ij")
+    pos[0, 2:, 0] = f.flatten().float()  # HF lays the grid out frequency-major
+    pos[0, 2:, 1] = t.flatten().float()
+    cut = cut_position_embeddings(pos, N_FREQ, N_TIME, 9)
+    assert cut.shape == (1, 2 + N_FREQ * 9, hidden)
+    assert torch.equal(cut[0, :2], pos[0, :2])
+    grid = cut[0, 2:].reshape(N_FREQ, 9, hidden)
+    assert torch.equal(grid[..., 0], f[:, :9].float())
+    assert torch.equal(grid[..., 1], t[:, :9].float())
+    assert cut_position_embeddings(pos, N_FREQ, N_TIME, N_TIME) is pos
+    with pytest.raises(ValueError):
+        cut_position_embeddings(pos, N_FREQ, N_TIME, N_TIME + 1)
+
+
+def test_load_local_dir(ast, tiny_ast_dir):
+    assert ast.labels == ["Speech", "Music", "Dog", "Siren", "Chainsaw", "Sine wave"]
+    assert ast.hidden_size == 32
+    assert ast.device == torch.device("cpu")
+    assert ast.precision == "fp32"
+    assert ast.model_id == tiny_ast_dir and ast.revision is None
+    assert not ast._model.training
+    # The pretrained grid is untouched: surgery happens per forward.
+    assert ast._base.embeddings.position_embeddings.shape == (1, 2 + N_FREQ * N_TIME, 32)
+
+
+def test_load_sets_process_wide_threads(tiny_ast_dir):
+    before = torch.get_num_threads()
+    try:
+        AstModel.load(tiny_ast_dir, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_load_from_hub_cache_offline_records_revision(tiny_ast_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--sourcesep-test--tiny-ast"
+    shutil.copytree(tiny_ast_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    m = AstModel.load("sourcesep-test/tiny-ast", offline=True)
+    assert m.revision == commit
+    assert m.model_id == "sourcesep-test/tiny-ast"
+    assert m.labels[0] == "Speech"
+
+
+@pytest.mark.parametrize("model", ["/nonexistent/ast-model-dir", "./no-such-dir", "nobody-owns-this/unknown-ast-model"])
+def test_missing_model_is_a_quick_model_error_with_offline_hint(model, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError) as err:
+        AstModel.load(model, offline=False)  # offline comes from HF_HUB_OFFLINE
+    assert time.perf_counter() - t0 < 10
+    msg = str(err.value)
+    assert model in msg
+    assert "huggingface-cli download" in msg and "--model DIR" in msg and "--model none" in msg
+
+
+def test_file_instead_of_dir_and_none_are_model_errors(tmp_path):
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"x")
+    with pytest.raises(ModelError, match="not a model directory"):
+        AstModel.load(str(f), offline=True)
+    with pytest.raises(ModelError):
+        AstModel.load("none", offline=True)
+
+
+def test_bad_precision_and_device(tiny_ast_dir):
+    with pytest.raises(ParamError):
+        AstModel.load(tiny_ast_dir, precision="fp16")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA"):
+            resolve_device("cuda")
+
+
+def test_full_length_input_matches_stock_forward(ast, stock_full):
+    """1024 frames: the any-length embeddings are exactly the stock ones."""
+    n = 400 + 1023 * 160  # exactly 1024 frames
+    wave = (harmonic_tone(n / SR, f0=500.0) + noise(n / SR))[None, :n]
+    logits, emb = ast.logits_and_embeddings(wave)
+    feats = ast_fbank(torch.from_numpy(wave), target_frames=1024)
+    with torch.inference_mode():
+        ref = stock_full(feats, output_hidden_states=False)
+        ref_emb = stock_full.audio_spectrogram_transformer(feats).pooler_output
+    np.testing.assert_allclose(logits, ref.logits.numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(emb, ref_emb.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_windows_match_stock_model_configured_at_window_length(ast, stock_full, pair):
+    """19 one-second windows in one batch == the stock forward of a model whose max_length is the
+    window's 98 frames (position embeddings cut to the first 9 time columns per row)."""
+    mix, query, _, _ = pair
+    cls = ast.classify(query)
+    ws = ast.score_windows(mix, cls, window_sec=1.0, hop_sec=0.5)
+    assert ws.probs.shape == ws.cosine.shape == (19,) and ws.embeddings.shape == (19, 32)
+    np.testing.assert_allclose(ws.starts_s, np.arange(19) * 0.5)
+
+    short = stock_at_length(stock_full, frames_for(1.0))
+    windows = np.stack([mix[int(s * SR): int(s * SR) + SR] for s in ws.starts_s])
+    feats = ast_fbank(torch.from_numpy(windows))
+    assert feats.shape == (19, 98, 128)
+    with torch.inference_mode():
+        out = short.audio_spectrogram_transformer(feats)
+        ref_probs = torch.sigmoid(short.classifier(out.pooler_output))[:, cls.class_id].numpy()
+    np.testing.assert_allclose(ws.probs, ref_probs, atol=1e-5)
+    np.testing.assert_allclose(ws.embeddings, out.pooler_output.numpy(), atol=1e-5)
+    ref_cos = out.pooler_output.numpy() @ cls.embedding / (
+        np.linalg.norm(out.pooler_output.numpy(), axis=1) * np.linalg.norm(cls.embedding)
+    )
+    np.testing.assert_allclose(ws.cosine, ref_cos, atol=1e-5)
+
+
+def test_classify_runs_at_query_length(ast, stock_full, pair):
+    """A 1.5 s query is classified at its own 148 frames, not padded to 1024."""
+    _, query, _, _ = pair
+    cls = ast.classify(query)
+    short = stock_at_length(stock_full, frames_for(1.5))
+    with torch.inference_mode():
+        out = short.audio_spectrogram_transformer(ast_fbank(torch.from_numpy(query)[None]))
+        probs = torch.sigmoid(short.classifier(out.pooler_output))[0].numpy()
+    assert cls.available and cls.class_id == int(np.argmax(probs))
+    assert cls.class_name == ast.labels[cls.class_id]
+    assert cls.confidence == pytest.approx(float(probs.max()), abs=1e-5)
+    assert [d["id"] for d in cls.top5] == list(np.argsort(-probs)[:5])
+    assert cls.embedding.shape == (32,) and cls.embedding.dtype == np.float32
+    np.testing.assert_allclose(cls.embedding, out.pooler_output[0].numpy(), atol=1e-5)
+
+
+def test_classify_unchanged_by_window_scoring(ast, pair):
+    mix, query, _, _ = pair
+    before = ast.classify(query)
+    state = {k: v.clone() for k, v in ast._model.state_dict().items()}
+    ast.score_windows(mix, before, 1.0, 0.5)
+    ast.score_windows(mix, before, 2.0, 1.0)
+    after = ast.classify(query)
+    np.testing.assert_array_equal(before.embedding, after.embedding)
+    assert before.top5 == after.top5
+    for k, v in ast._model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_batched_windows_equal_single_window_forwards(ast, pair):
+    mix, query, _, _ = pair
+    cls = ast.classify(query)
+    ws = ast.score_windows(mix, cls, 1.0, 0.5)
+    for i in (0, 7, 18):
+        s = int(ws.starts_s[i] * SR)
+        _, emb = ast.logits_and_embeddings(mix[None, s: s + SR])
+        np.testing.assert_allclose(ws.embeddings[i], emb[0], atol=1e-5)
+
+
+def test_partial_last_window_is_zero_padded(ast, pair):
+    mix, query, _, _ = pair
+    cls = ast.classify(query)
+    x = np.concatenate([mix, mix[: int(0.3 * SR)]])  # 10.3 s
+    ws = ast.score_windows(x, cls, 1.0, 0.5)
+    assert ws.probs.shape == (20,) and ws.starts_s[-1] == pytest.approx(9.5)
+    last = np.zeros(SR, np.float32)
+    last[: x.size - int(9.5 * SR)] = x[int(9.5 * SR):]
+    _, emb = ast.logits_and_embeddings(last[None])
+    np.testing.assert_allclose(ws.embeddings[-1], emb[0], atol=1e-5)
+    # A mixture shorter than one window is one padded window.
+    short = ast.score_windows(mix[: SR // 2], cls, 1.0, 0.5)
+    assert short.probs.shape == (1,) and short.starts_s.tolist() == [0.0]
+
+
+def test_score_windows_needs_a_classification(ast, pair):
+    from sourcesep.types import Classification
+
+    with pytest.raises(ValueError):
+        ast.score_windows(pair[0], Classification(available=False), 1.0, 0.5)
+
+
+def test_very_short_query_is_padded_to_one_patch(ast):
+    cls = ast.classify(harmonic_tone(0.1, f0=800.0))
+    assert cls.embedding.shape == (32,) and np.isfinite(cls.embedding).all()
+
+
+def test_query_longer_than_max_length_uses_its_first_1024_frames(ast):
+    long = np.concatenate([harmonic_tone(10.3, f0=700.0), noise(2.0, seed=5) * 10])  # 12.3 s
+    head = long[: 400 + 1023 * 160]  # exactly the first 1024 frames
+    np.testing.assert_allclose(ast.classify(long).embedding, ast.classify(head).embedding, atol=1e-6)
+
+
+def test_patch_similarity_grid(ast, pair):
+    mix, query, _, _ = pair
+    cls = ast.classify(query)
+    sim = ast.patch_similarity(mix, cls.embedding)
+    assert sim.shape == (N_FREQ, (998 - 16) // 10 + 1) and sim.dtype == np.float32
+    assert np.all(np.abs(sim) <= 1.0 + 1e-5)
+    # Longer than 1024 frames: consecutive pieces, one seamless grid.
+    long = np.tile(mix, 3)
+    sim_long = ast.patch_similarity(long, cls.embedding)
+    assert sim_long.shape == (N_FREQ, (frames_for(30.0) - 16) // 10 + 1)
+    assert np.isfinite(sim_long).all()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_agrees_with_fp32(tiny_ast_dir, ast, pair, precision):
+    mix, query, _, _ = pair
+    low = AstModel.load(tiny_ast_dir, precision=precision)
+    assert low.precision == precision
+    ref, got = ast.classify(query), low.classify(query)
+    cos = ref.embedding @ got.embedding / (np.linalg.norm(ref.embedding) * np.linalg.norm(got.embedding))
+    assert cos > 0.99
+    ws_ref, ws = ast.score_windows(mix, ref, 1.0, 0.5), low.score_windows(mix, ref, 1.0, 0.5)
+    np.testing.assert_allclose(ws.probs, ws_ref.probs, atol=0.03)
+    assert ws.embeddings.dtype == np.float32
+
+
+@pytest.mark.slow
+def test_surgery_on_base_size_checkpoint_shapes():
+    """The real checkpoint's geometry (hidden 768, 12 layers, 527 classes, 1214 position
+    embeddings), random weights: surgery loads and one 1 s window runs with 2 + 12 * 9 tokens."""
+    torch.manual_seed(0)
+    net = ASTForAudioClassification(ASTConfig(num_labels=527))
+    m = AstModel.wrap(net, device="cpu")
+    assert m._base.embeddings.position_embeddings.shape == (1, 1214, 768)
+    x = harmonic_tone(1.0, f0=440.0) + noise(1.0)
+    logits, emb = m.logits_and_embeddings(x[None])
+    assert logits.shape == (1, 527) and emb.shape == (1, 768)
+    assert np.isfinite(logits).all()
+    sim = m.patch_similarity(x, emb[0])  # last-layer tokens: 2 prefix + 12 x 9 patches
+    assert sim.shape == (12, 9)
