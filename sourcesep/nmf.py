@@ -1,0 +1,106 @@
+"""Non-negative matrix factorisation with beta-divergence multiplicative updates (torch).
+
+Used two ways: a *query dictionary* learned from the query's magnitude spectrogram, and a
+*semi-supervised* fit of the mixture in which the query atoms are fixed (or only gently adapted)
+while background atoms are learned from the mixture itself. Everything is vectorised over
+frequency, time and components; the only loop is over iterations.
+
+Conventions: ``V`` is a non-negative magnitude spectrogram (F, T); ``W`` (F, K) has unit-sum
+columns (so activations ``H`` (K, T) carry the energy); beta = 1 is the Kullback-Leibler
+divergence (the usual choice for magnitude spectra), beta = 0 Itakura-Saito, beta = 2 Euclidean.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-10
+
+
+def _as_tensor(x) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    return t.to(torch.float32) if not t.is_floating_point() or t.dtype == torch.float16 else t
+
+
+def random_init(n_rows: int, n_cols: int, *, seed: int = 0, scale: float = 1.0, device=None) -> torch.Tensor:
+    """Deterministic positive random matrix (n_rows, n_cols) in [0.1, 1.1) * scale."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n_rows, n_cols, generator=g) + 0.1).mul_(scale).to(device)
+
+
+def normalise_columns(W: torch.Tensor, H: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale W's columns to unit sum and move the scale into H's rows (W H unchanged)."""
+    s = W.sum(0).clamp_min(EPS)
+    W = W / s
+    if H is not None:
+        H = H * s[:, None]
+    return W, H
+
+
+def beta_nmf(
+    V,
+    W0,
+    H0,
+    *,
+    n_iter: int = 100,
+    beta: float = 1.0,
+    update_w: torch.Tensor | bool = True,
+    update_h: bool = True,
+    frame_weight=None,
+    l1_h: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multiplicative-update beta-NMF: V (F, T) ≈ W (F, K) @ H (K, T).
+
+    update_w: True/False, or a bool tensor (K,) choosing which atoms are learned (the others stay
+    fixed, e.g. query atoms in a semi-supervised fit). frame_weight: optional (T,) non-negative
+    weights of each frame in the W update (e.g. 0 for frames where the target is active, so
+    background atoms are learned only from background frames). l1_h: sparsity weight on H.
+    Returns (W, H) with W's columns normalised to unit sum.
+    """
+    V = _as_tensor(V).clamp_min(0)
+    W = _as_tensor(W0).clone().clamp_min(EPS)
+    H = _as_tensor(H0).clone().clamp_min(EPS)
+    K = W.shape[1]
+    if isinstance(update_w, bool):
+        upd = torch.full((K,), update_w, dtype=torch.bool, device=W.device)
+    else:
+        upd = torch.as_tensor(update_w, dtype=torch.bool, device=W.device)
+    fw = None if frame_weight is None else _as_tensor(frame_weight).to(W.device)[None, :]
+    any_w = bool(upd.any())
+    for _ in range(n_iter):
+        if update_h:
+            WH = (W @ H).clamp_min(EPS)
+            num = W.T @ (V * WH.pow(beta - 2))
+            den = W.T @ WH.pow(beta - 1) + l1_h
+            H = H * num / den.clamp_min(EPS)
+        if any_w:
+            WH = (W @ H).clamp_min(EPS)
+            A, B = V * WH.pow(beta - 2), WH.pow(beta - 1)
+            if fw is not None:
+                A, B = A * fw, B * fw
+            Wn = W * (A @ H.T) / (B @ H.T).clamp_min(EPS)
+            W = torch.where(upd[None, :], Wn, W)
+            # Keep scale in H so fixed and learned atoms stay comparable.
+            s = torch.where(upd, W.sum(0).clamp_min(EPS), torch.ones_like(W[0]))
+            W, H = W / s, H * s[:, None]
+    return W, H
+
+
+def learn_dictionary(V, n_components: int, *, n_iter: int = 80, beta: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Learn a dictionary W (F, K) with unit-sum columns from a magnitude spectrogram V (F, T)."""
+    V = _as_tensor(V)
+    F, T = V.shape
+    scale = float(V.mean()) + EPS
+    W0 = random_init(F, n_components, seed=seed, device=V.device)
+    H0 = random_init(n_components, T, seed=seed + 1, scale=scale * F / n_components, device=V.device)
+    W0, H0 = normalise_columns(W0, H0)
+    W, _ = beta_nmf(V, W0, H0, n_iter=n_iter, beta=beta)
+    return W
+
+
+def fit_activations(V, W, *, n_iter: int = 60, beta: float = 1.0, l1_h: float = 0.0) -> torch.Tensor:
+    """Activations H (K, T) of a fixed dictionary W (F, K) for V (F, T)."""
+    V, W = _as_tensor(V), _as_tensor(W)
+    H0 = torch.full((W.shape[1], V.shape[1]), float(V.mean()) + EPS, device=V.device)
+    _, H = beta_nmf(V, W, H0, n_iter=n_iter, beta=beta, update_w=False, l1_h=l1_h)
+    return H
