@@ -149,8 +149,10 @@ class RuntimeOptions(_Schema):
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), cpu, cuda[:N].")
     threads: int = Field(2, ge=1, le=256, description="Torch CPU threads.")
-    precision: Literal["fp32", "bf16", "int8"] = Field(
-        "fp32", description="AST precision: fp32, bf16 (autocast where supported) or int8 (dynamic quantisation)."
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto",
+        description="AST precision: fp32, bf16 (autocast), int8 (dynamic quantisation); "
+        "auto = bf16 where the CPU/GPU supports it natively, else fp32.",
     )
 
 

@@ -17,7 +17,14 @@ import torch
 from transformers import ASTConfig, ASTForAudioClassification
 
 from signals import SR, harmonic_tone, noise
-from sourcesep.ast_model import AstModel, cut_position_embeddings, frames_for, resolve_device
+from sourcesep.ast_model import (
+    AstModel,
+    cpu_has_native_bf16,
+    cut_position_embeddings,
+    frames_for,
+    resolve_device,
+    resolve_precision,
+)
 from sourcesep.errors import ModelError, ParamError
 from sourcesep.features import ast_fbank
 
@@ -274,6 +281,47 @@ def test_reduced_precision_agrees_with_fp32(tiny_ast_dir, ast, pair, precision):
     ws_ref, ws = ast.score_windows(mix, ref, 1.0, 0.5), low.score_windows(mix, ref, 1.0, 0.5)
     np.testing.assert_allclose(ws.probs, ws_ref.probs, atol=0.03)
     assert ws.embeddings.dtype == np.float32
+
+
+def test_cpu_bf16_detection_reads_cpuinfo_flags():
+    head = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx512f"
+    assert not cpu_has_native_bf16(head + "\n")
+    assert cpu_has_native_bf16(head + " avx512_bf16\n")
+    assert cpu_has_native_bf16(head + " amx_tile amx_bf16\n")
+    assert not cpu_has_native_bf16("")  # no flags line (not x86, or unreadable): fp32
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    assert cpu_has_native_bf16() == cpu_has_native_bf16(flags)
+
+
+def test_precision_auto_resolves_from_the_hardware(tiny_ast_dir):
+    cpu = torch.device("cpu")
+    expected = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert resolve_precision("auto", cpu) == expected
+    for p in ("fp32", "bf16", "int8"):
+        assert resolve_precision(p, cpu) == p
+    with pytest.raises(ParamError):
+        resolve_precision("fp16", cpu)
+    m = AstModel.load(tiny_ast_dir, offline=True, precision="auto", device="cpu")
+    assert m.precision == expected  # the resolved value, never "auto"
+    assert AstModel.wrap(ASTForAudioClassification.from_pretrained(tiny_ast_dir), precision="auto").precision == expected
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        assert resolve_precision("auto", dev) == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+
+
+def test_bf16_stores_matmul_weights_in_bf16_with_autocast_identical_results(tiny_ast_dir, pair):
+    """Casting the Linear/Conv weights once gives exactly what autocast over fp32 weights gives
+    (the same rounding), with half the weight memory."""
+    mix = pair[0]
+    low = AstModel.load(tiny_ast_dir, precision="bf16")
+    lin = [m for m in low._model.modules() if isinstance(m, torch.nn.Linear)]
+    assert lin and all(m.weight.dtype == torch.bfloat16 for m in lin)
+    assert low._base.embeddings.position_embeddings.dtype == torch.float32
+    ref = AstModel.load(tiny_ast_dir, precision="fp32")
+    ref.precision = "bf16"  # autocast on, weights left in fp32: what autocast alone computes
+    windows = np.stack([mix[i * 8000: i * 8000 + 16000] for i in range(5)])
+    for a, b in zip(low.logits_and_embeddings(windows), ref.logits_and_embeddings(windows)):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
