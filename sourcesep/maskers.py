@@ -60,7 +60,7 @@ def nmf_parts(
     n_query_atoms: int = 32,
     n_background_atoms: int = 32,
     n_free_atoms: int = 8,
-    n_iter: int = 80,
+    n_iter: int = 40,
     beta: float = 1.0,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +93,16 @@ def nmf_parts(
     return W[:, :k] @ H[:k], W[:, k:] @ H[k:]
 
 
+def free_atoms_for(detection: Detection, n_free_atoms: int | None = None) -> int:
+    """Free background atoms to use: ``n_free_atoms`` when given; else 0 for known segments
+    (detector "oracle": the inactive frames are trustworthy, so the fixed background dictionary
+    is enough) and 8 for estimated ones (they absorb interferers the detector mislabelled as
+    target time, which the fixed background dictionary never saw)."""
+    if n_free_atoms is not None:
+        return int(n_free_atoms)
+    return 0 if detection.name == "oracle" else 8
+
+
 def _gate(m: torch.Tensor, act: torch.Tensor, floor: float) -> torch.Tensor:
     return (floor + (1.0 - floor) * m) * act[None, :]
 
@@ -106,8 +116,8 @@ def mask_nmf(
     power: float = 0.25,
     n_query_atoms: int = 32,
     n_background_atoms: int = 32,
-    n_free_atoms: int = 8,
-    n_iter: int = 80,
+    n_free_atoms: int | None = None,
+    n_iter: int = 40,
     frame_times_s: np.ndarray | None = None,
     seed: int = 0,
 ) -> MaskResult:
@@ -120,7 +130,8 @@ def mask_nmf(
     floor : lowest mask value inside activity. power : exponent p of ``S^p / (S^p + B^p)``
         (magnitude domain; 0.25 is much softer than a magnitude ratio (p=1) and measured best:
         it trusts the decomposition only where one side clearly dominates).
-    n_query_atoms, n_background_atoms, n_free_atoms, n_iter : NMF sizes (see :func:`nmf_parts`).
+    n_query_atoms, n_background_atoms, n_free_atoms, n_iter : NMF sizes (see :func:`nmf_parts`);
+        ``n_free_atoms=None`` picks :func:`free_atoms_for` the detection.
     frame_times_s : (T,) frame times of ``mix_stft`` (s), for resampling the activity.
 
     Returns
@@ -134,7 +145,7 @@ def mask_nmf(
     if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                     n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed)
+                     n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed)
     Sp, Bp = S.pow(power), B.pow(power)
     m = Sp / (Sp + Bp + nmf.EPS)
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
@@ -180,8 +191,8 @@ def mask_wiener(
     power: float = 0.25,
     n_query_atoms: int = 32,
     n_background_atoms: int = 32,
-    n_free_atoms: int = 8,
-    n_iter: int = 80,
+    n_free_atoms: int | None = None,
+    n_iter: int = 40,
     frame_times_s: np.ndarray | None = None,
     seed: int = 0,
 ) -> MaskResult:
@@ -198,7 +209,7 @@ def mask_wiener(
     if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                     n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed)
+                     n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed)
     Sp, Bp = S.pow(power), B.pow(power)
     m = Sp / (Sp + Bp + nmf.EPS)
     history: list[float] = []

@@ -37,6 +37,18 @@ def normalise_columns(W: torch.Tensor, H: torch.Tensor | None = None) -> tuple[t
     return W, H
 
 
+def _aux(V: torch.Tensor, WH: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(V * WH^(beta-2), WH^(beta-1)) with cheap special cases; None stands for all ones."""
+    if beta == 1.0:
+        return V / WH, None
+    if beta == 0.0:
+        inv = 1.0 / WH
+        return V * inv * inv, inv
+    if beta == 2.0:
+        return V, WH
+    return V * WH.pow(beta - 2), WH.pow(beta - 1)
+
+
 def beta_nmf(
     V,
     W0,
@@ -69,16 +81,20 @@ def beta_nmf(
     any_w = bool(upd.any())
     for _ in range(n_iter):
         if update_h:
-            WH = (W @ H).clamp_min(EPS)
-            num = W.T @ (V * WH.pow(beta - 2))
-            den = W.T @ WH.pow(beta - 1) + l1_h
+            A, B = _aux(V, (W @ H).clamp_min(EPS), beta)
+            num = W.T @ A
+            # beta = 1: B is all ones, so W.T @ B is W's column sums (no matmul needed).
+            den = (W.sum(0)[:, None] if B is None else W.T @ B) + l1_h
             H = H * num / den.clamp_min(EPS)
         if any_w:
-            WH = (W @ H).clamp_min(EPS)
-            A, B = V * WH.pow(beta - 2), WH.pow(beta - 1)
+            A, B = _aux(V, (W @ H).clamp_min(EPS), beta)
             if fw is not None:
-                A, B = A * fw, B * fw
-            Wn = W * (A @ H.T) / (B @ H.T).clamp_min(EPS)
+                A = A * fw
+            if B is None:  # beta = 1: ones @ H.T is H's (weighted) row sums
+                den = (H if fw is None else H * fw).sum(1)[None, :]
+            else:
+                den = (B if fw is None else B * fw) @ H.T
+            Wn = W * (A @ H.T) / den.clamp_min(EPS)
             W = torch.where(upd[None, :], Wn, W)
             # Keep scale in H so fixed and learned atoms stay comparable.
             s = torch.where(upd, W.sum(0).clamp_min(EPS), torch.ones_like(W[0]))

@@ -40,11 +40,23 @@ class Context:
     query_stft: torch.Tensor  # (F, Tq) complex
     frame_times: np.ndarray  # (T,) s
     params: Params
+    sources: dict[str, str]  # where each parameter came from ("default" when unset)
     device: torch.device
     classification: Classification
     ast: Any | None  # AstModel or None
     offset_s: float = 0.0  # where ``mix`` starts in the whole mixture (chunked processing)
     detection: Detection | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one ``separate()`` call decided before touching the mixture."""
+
+    params: Params
+    sources: dict[str, str]
+    detector: str
+    masker: str
+    classification: Classification
 
 
 class Timer:
@@ -83,6 +95,15 @@ def _detect_ast(ctx: Context) -> Detection:
     )
 
 
+def _explicit(ctx: Context, **names: str) -> dict[str, Any]:
+    """``{argument: value}`` for the parameters the user set (``names`` maps argument → parameter).
+
+    The balanced defaults were tuned for the AST windows and the seed masker; the weights-free
+    stages have their own measured defaults (benchmarks/RESULTS.md), used unless overridden.
+    """
+    return {arg: getattr(ctx.params, key) for arg, key in names.items() if ctx.sources.get(key, "default") != "default"}
+
+
 def _detect_query(ctx: Context) -> Detection:
     from .querydetect import detect_query
 
@@ -93,9 +114,7 @@ def _detect_query(ctx: Context) -> Detection:
         audio.SAMPLE_RATE,
         nfft=p.nfft,
         hop=p.hop,
-        min_dur_ms=p.min_dur_ms,
-        merge_gap_ms=p.merge_gap_ms,
-        padding_ms=p.segment_padding_ms,
+        **_explicit(ctx, min_dur_ms="min_dur_ms", merge_gap_ms="merge_gap_ms", padding_ms="segment_padding_ms"),
     )
 
 
@@ -211,15 +230,15 @@ def _mask_seed(ctx: Context) -> MaskResult:
 def _mask_nmf(ctx: Context) -> MaskResult:
     from .maskers import mask_nmf
 
-    return mask_nmf(ctx.mix_stft, ctx.query_stft, ctx.detection, floor=ctx.params.mask_floor)
+    return mask_nmf(ctx.mix_stft, ctx.query_stft, ctx.detection, frame_times_s=ctx.frame_times,
+                    **_explicit(ctx, floor="mask_floor"))
 
 
 def _mask_wiener(ctx: Context) -> MaskResult:
     from .maskers import mask_wiener
 
-    p = ctx.params
-    return mask_wiener(ctx.mix_stft, ctx.query_stft, ctx.detection, floor=p.mask_floor,
-                       steps=p.opt_steps, lr=p.lr, lambda_tv=p.lambda_tv, lambda_sat=p.lambda_sat)
+    return mask_wiener(ctx.mix_stft, ctx.query_stft, ctx.detection, frame_times_s=ctx.frame_times,
+                       **_explicit(ctx, floor="mask_floor", steps="opt_steps", lr="lr", lambda_tv="lambda_tv"))
 
 
 MASKERS: dict[str, Callable[[Context], MaskResult]] = {
@@ -229,7 +248,7 @@ MASKERS: dict[str, Callable[[Context], MaskResult]] = {
 }
 
 # What "auto" means, measured on the benchmark (see benchmarks/RESULTS.md).
-AUTO_MASKER = "wiener"
+AUTO_MASKER = "nmf"
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +341,7 @@ class Separator:
         trained weights (the weights-free ``query`` detector; no classification).
     device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
     threads: torch CPU threads (process-wide).
-    precision: AST precision, ``fp32``, ``bf16`` or ``int8``.
+    precision: AST precision, ``auto`` (bf16 where supported natively), ``fp32``, ``bf16`` or ``int8``.
     offline: never touch the network.
     params_source: where ``params`` came from, recorded in event.json (e.g. ``config:sep.yaml``).
     **params: separation parameters (see :class:`sourcesep.params.Params`), the defaults for
@@ -335,7 +354,7 @@ class Separator:
         *,
         device: str = "auto",
         threads: int = 2,
-        precision: str = "fp32",
+        precision: str = "auto",
         offline: bool = False,
         params_source: str = "separator",
         **params: Any,
@@ -442,10 +461,11 @@ class Separator:
             else:
                 classification = Classification(available=False)
 
+        plan = Plan(params, sources, detector_name, masker_name, classification)
         if len(mix_x) > params.chunk_sec * audio.SAMPLE_RATE:
-            detection, mres, target = self._separate_chunked(mix_x, query_x, params, classification, detector_name, masker_name, timer)
+            detection, mres, target = self._separate_chunked(mix_x, query_x, plan, timer)
         else:
-            detection, mres, target = self._separate_array(mix_x, query_x, params, classification, detector_name, masker_name, timer)
+            detection, mres, target = self._separate_array(mix_x, query_x, plan, timer)
         with timer("reconstruct"):
             # Bit-exact split: target + residual == mixture in float32 (see reconstruct.split).
             target, residual = reconstruct.split(mix_x, target)
@@ -478,10 +498,7 @@ class Separator:
         self,
         mix_x: np.ndarray,
         query_x: np.ndarray,
-        params: Params,
-        classification: Classification,
-        detector_name: str,
-        masker_name: str,
+        plan: Plan,
         timer: Timer,
         offset_s: float = 0.0,
     ) -> tuple[Detection, MaskResult, np.ndarray]:
@@ -489,19 +506,20 @@ class Separator:
 
         Returns the detection, the mask and the target waveform (n,) float32.
         """
+        params = plan.params
         with timer("stft"):
             dev = self.device
             X = features.stft(torch.as_tensor(mix_x, device=dev), params.nfft, params.hop)
             Q = features.stft(torch.as_tensor(query_x, device=dev), params.nfft, params.hop)
             frame_times = features.frame_times(X.shape[-1], params.hop, audio.SAMPLE_RATE)
 
-        ctx = Context(mix_x, query_x, X, Q, frame_times, params, dev, classification, self.ast, offset_s)
+        ctx = Context(mix_x, query_x, X, Q, frame_times, params, plan.sources, dev, plan.classification, self.ast, offset_s)
         with timer("detect"):
-            ctx.detection = DETECTORS[detector_name](ctx)
+            ctx.detection = DETECTORS[plan.detector](ctx)
 
         with timer("mask"):
             if ctx.detection.found:
-                mres = MASKERS[masker_name](ctx)
+                mres = MASKERS[plan.masker](ctx)
             else:
                 # Nothing of the query in the mixture: a silent target, everything in the residual.
                 mres = MaskResult(mask=np.zeros(tuple(X.shape), np.float32), info={"reason": "target not found"})
@@ -514,10 +532,7 @@ class Separator:
         self,
         mix_x: np.ndarray,
         query_x: np.ndarray,
-        params: Params,
-        classification: Classification,
-        detector_name: str,
-        masker_name: str,
+        plan: Plan,
         timer: Timer,
     ) -> tuple[Detection, MaskResult, np.ndarray]:
         """Separate a long mixture in chunks of ``chunk_sec`` with context on both sides.
@@ -527,6 +542,7 @@ class Separator:
         stays bounded by the chunk size and there are no seams. Detections and masks are kept from
         each chunk's own span and put back on the global grid.
         """
+        params = plan.params
         sr, hop, n = audio.SAMPLE_RATE, params.hop, len(mix_x)
         # Chunk starts and context are whole STFT hops, so chunk frames align with global frames.
         own = int(params.chunk_sec * sr) // hop * hop
@@ -545,9 +561,7 @@ class Separator:
         found, first = False, None
         for s, e in bounds:
             a, b = max(0, s - ov), min(n, e + ov)
-            det, mres, t = self._separate_array(
-                mix_x[a:b], query_x, params, classification, detector_name, masker_name, timer, a / sr
-            )
+            det, mres, t = self._separate_array(mix_x[a:b], query_x, plan, timer, a / sr)
             first = first or (det, mres)
             found |= det.found
             w = np.ones(b - a, np.float32)
@@ -593,7 +607,7 @@ class Separator:
             "numpy": np.__version__,
             "model_id": self.runtime.model,
             "model_revision": getattr(self.ast, "revision", None),
-            "precision": self.runtime.precision,
+            "precision": getattr(self.ast, "precision", None),
             "device": str(self.device),
         }
 
