@@ -1,0 +1,239 @@
+"""Daemon settings: one validated schema read from a YAML file.
+
+``config/daemon.yaml`` documents every key. Relative folder paths are resolved against the config
+file's directory (not the working directory), so a unit file and a shell see the same folders.
+A bad config is one :class:`ConfigError` with a one-line message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sourcesep import ParamError, RuntimeOptions
+from sourcesep.params import load_yaml_mapping, resolve
+
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+class ConfigError(Exception):
+    """The daemon's configuration is unusable. The message is one line for the operator."""
+
+    exit_code = 2
+
+
+def parse_hhmm(text: str) -> tuple[int, int]:
+    """``"22:05"`` → ``(22, 5)``; ValueError on anything else."""
+    m = _HHMM.match(text.strip())
+    if not m:
+        raise ValueError(f"'{text}' is not a time of day HH:MM")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_window(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``"22:00-06:00"`` → ``((22, 0), (6, 0))``. A window may wrap past midnight."""
+    parts = str(text).split("-")
+    if len(parts) != 2:
+        raise ValueError(f"'{text}' is not a window HH:MM-HH:MM")
+    start, end = parse_hhmm(parts[0]), parse_hhmm(parts[1])
+    if start == end:
+        raise ValueError(f"window '{text}' is empty (start == end); leave 'windows' empty to always run")
+    return start, end
+
+
+class DaemonConfig(RuntimeOptions):
+    """Every daemon setting with its default (see config/daemon.yaml for the commented version).
+
+    The model and runtime keys (model, offline, device, threads, precision) are the core's own
+    :class:`sourcesep.RuntimeOptions`, so the CLI and the daemon validate them the same way.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- folders -------------------------------------------------------------------------
+    inbox: Path = Field(description="Where users drop jobs. Must be on the same filesystem as work.")
+    outbox: Path = Field(description="Committed results, one folder per job.")
+    work: Path = Field(description="Claimed jobs, the ledger and status.json.")
+    failed: Path = Field(description="Failed jobs with their inputs and error.json.")
+    ledger: Path | None = Field(None, description="SQLite ledger (default: WORK/state.db).")
+    status_file: Path | None = Field(None, description="Heartbeat status file (default: WORK/status.json).")
+
+    # --- separation parameters (model/runtime keys come from RuntimeOptions) -------------------
+    params: dict[str, Any] = Field(default_factory=dict, description="Separation parameter defaults for every job.")
+
+    # --- jobs ----------------------------------------------------------------------------
+    workers: int = Field(1, ge=1, le=64, description="Jobs run at the same time.")
+    isolation: Literal["auto", "fork", "thread"] = Field(
+        "auto", description="fork: each job in a forked child (real timeouts); thread: in-process "
+        "(needed for CUDA); auto: fork on CPU, thread on CUDA."
+    )
+    settle_s: float = Field(2.0, gt=0, le=3600, description="Files must be unchanged this long.")
+    orphan_timeout_s: float = Field(3600.0, gt=0, description="A job missing a partner this long fails.")
+    job_timeout_s: float = Field(1800.0, gt=0, description="One attempt may run this long.")
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts for transient errors.")
+    retry_backoff_s: float = Field(30.0, ge=0, description="Backoff before attempt 2; doubles each time.")
+    retry_backoff_max_s: float = Field(900.0, ge=0, description="Longest backoff.")
+    max_input_mb: float = Field(1024.0, gt=0, description="Refuse audio files larger than this (MiB).")
+    max_duration_s: float = Field(3600.0, gt=0, description="Refuse audio longer than this (s), from the header.")
+    grace_s: float = Field(30.0, ge=0, description="On SIGTERM, let a running job finish this long.")
+
+    # --- schedule ------------------------------------------------------------------------
+    rescan_s: float = Field(10.0, gt=0, description="Periodic inbox rescan (network filesystems).")
+    heartbeat_s: float = Field(10.0, gt=0, description="status.json refresh and watchdog ping.")
+    windows: list[str] = Field(default_factory=list, description="Processing windows 'HH:MM-HH:MM'; empty = always.")
+    retention_days: float | None = Field(None, gt=0, description="Delete outbox/failed folders older than this; null = keep.")
+    report_time: str | None = Field("07:00", description="Nightly report time HH:MM; null = no report.")
+
+    # --- process -------------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a tty, else JSON.")
+    umask: int = Field(0o027, ge=0, le=0o777, description="Process umask for everything written.")
+    allow_root: bool = Field(False, description="Allow running as root (refused by default).")
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        for w in v:
+            parse_window(w)
+        return v
+
+    @field_validator("report_time")
+    @classmethod
+    def _report_time(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_hhmm(v)
+        return v
+
+    @field_validator("umask", mode="before")
+    @classmethod
+    def _umask(cls, v: Any) -> Any:
+        # YAML reads an unquoted 0027 as octal already; a quoted "0027"/"0o027" is parsed here.
+        if isinstance(v, str):
+            try:
+                return int(v.strip().lower().removeprefix("0o") or "0", 8)
+            except ValueError:
+                raise ValueError(f"'{v}' is not an octal umask such as \"0027\"") from None
+        return v
+
+    @field_validator("settle_s", "orphan_timeout_s", "job_timeout_s", "retry_backoff_s", "grace_s", "rescan_s", "heartbeat_s")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DaemonConfig":
+        try:
+            resolve([("params", self.params)])
+        except ParamError as e:
+            raise ValueError(str(e)) from None
+        folders = {"inbox": self.inbox, "outbox": self.outbox, "work": self.work, "failed": self.failed}
+        seen: dict[Path, str] = {}
+        for key, p in folders.items():
+            if p in seen:
+                raise ValueError(f"'{key}' and '{seen[p]}' are the same folder ({p})")
+            seen[p] = key
+        for key, p in folders.items():
+            if key != "inbox" and (p == self.inbox or self.inbox in p.parents):
+                raise ValueError(f"'{key}' ({p}) must not be inside the inbox: it would be scanned as a job")
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def ledger_path(self) -> Path:
+        return self.ledger or self.work / "state.db"
+
+    @property
+    def status_path(self) -> Path:
+        return self.status_file or self.work / "status.json"
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_input_mb * 1024 * 1024)
+
+    def runtime(self) -> dict[str, Any]:
+        """The options that need a new Separator (and a model reload) when they change."""
+        return {"model": self.model, "offline": self.offline, "device": self.device, "precision": self.precision}
+
+
+_PATH_KEYS = ("inbox", "outbox", "work", "failed", "ledger", "status_file")
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(config)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: '{key}' is required")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            got_txt = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) and key != "(config)" else ""
+            lines.append(f"{source}: '{key}' {msg}{got_txt}" if key != "(config)" else f"{source}: {msg}")
+    return "; ".join(lines)
+
+
+def config_from_mapping(data: dict[str, Any], base_dir: Path, source: str = "config") -> DaemonConfig:
+    """Validate a config mapping; relative paths are taken relative to ``base_dir``."""
+    data = dict(data)
+    for key in _PATH_KEYS:
+        v = data.get(key)
+        if isinstance(v, (str, os.PathLike)) and str(v).strip():
+            p = Path(os.path.expanduser(str(v)))
+            data[key] = Path(os.path.normpath(p if p.is_absolute() else base_dir / p))
+        elif key in data and v is not None:
+            raise ConfigError(f"{source}: '{key}' must be a folder path (got {v!r})")
+    if isinstance(data.get("windows"), str):
+        data["windows"] = [data["windows"]]
+    try:
+        return DaemonConfig(**data)
+    except ValidationError as err:
+        raise ConfigError(_format(err, source)) from None
+
+
+def load_config(path: str | os.PathLike) -> DaemonConfig:
+    """Read and validate a daemon config file (YAML). Raises :class:`ConfigError`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = load_yaml_mapping(path, "daemon config")
+    except ParamError as e:
+        raise ConfigError(str(e)) from None
+    base = path.resolve().parent
+    return config_from_mapping(data, base, str(path))
+
+
+def prepare_folders(cfg: DaemonConfig) -> None:
+    """Create the folders (mode 0750 under the umask) and check the claim's rename can work.
+
+    The claim is an atomic ``rename`` from inbox to work, so both must be on one filesystem.
+    """
+    for key in ("inbox", "outbox", "work", "failed"):
+        p: Path = getattr(cfg, key)
+        try:
+            p.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as e:
+            raise ConfigError(f"{key} folder {p}: cannot create it: {e.strerror or e}") from None
+        if not p.is_dir():
+            raise ConfigError(f"{key} folder {p}: not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key} folder {p}: not writable by this user (uid {os.geteuid()})")
+    for p in (cfg.ledger_path.parent, cfg.status_path.parent):
+        try:
+            p.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as e:
+            raise ConfigError(f"folder {p}: cannot create it: {e.strerror or e}") from None
+    if cfg.inbox.stat().st_dev != cfg.work.stat().st_dev:
+        raise ConfigError(
+            f"inbox ({cfg.inbox}) and work ({cfg.work}) must be on the same filesystem: jobs are "
+            "claimed by an atomic rename from one to the other"
+        )

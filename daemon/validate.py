@@ -1,0 +1,135 @@
+"""Checks on a claimed job before it runs: regular files only, exactly one mix and one query,
+audio headers within the limits, and a sidecar that fits the parameter schema.
+
+Messages name files the way the user dropped them (``street.mix.wav``, ``dog/query.ogg``,
+``sidecar:street.yaml``), never the daemon's work folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sourcesep import InputError, ParamError
+from sourcesep.params import PARAM_KEYS, load_yaml_mapping, resolve
+
+from .inbox import Claim, display
+
+
+@dataclass
+class JobInputs:
+    """What an attempt needs from a validated job."""
+
+    mix: str
+    query: str
+    gt: str | None
+    overrides: dict[str, Any]  # every explicitly set parameter (daemon config + sidecar)
+    param_sources: dict[str, str]  # parameter → "default" | "daemon config:F" | "sidecar:F"
+    sidecar: str | None = None
+    sidecar_overrides: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # role → file, sha256, bytes, duration…
+
+
+def public_path(p: Path, claim: Claim) -> str:
+    """How the user named the file: ``NAME.mix.wav`` or ``NAME/mix.wav`` (not the work path)."""
+    try:
+        rel = p.relative_to(claim.inputs)
+    except ValueError:
+        return display(str(p))
+    return display(str(Path(claim.name) / rel) if claim.kind == "folder" else str(rel))
+
+
+def public_message(msg: str, claim: Claim, inbox_dir: Path) -> str:
+    """``msg`` with the work and inbox folders replaced by the names the user knows."""
+    prefix = f"{display(claim.name)}/" if claim.kind == "folder" else ""
+    msg = display(msg)
+    for base, repl in ((claim.inputs, prefix), (inbox_dir, "")):
+        msg = msg.replace(display(str(base)) + os.sep, repl)
+    return msg.replace(display(str(claim.inputs)), display(claim.name))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _regular_files_only(claim: Claim) -> None:
+    problems = []
+    for dirpath, dirnames, filenames in os.walk(claim.inputs):  # never follows links
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode):
+                problems.append(f"{public_path(p, claim)}: is a symbolic link; links are never followed (drop the file itself)")
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                problems.append(f"{public_path(p, claim)}: not a regular file")
+    if problems:
+        raise InputError(None, "; ".join(problems))
+
+
+def _sidecar_segments(sidecar: dict[str, Any], claim: Claim, rel: str) -> dict[str, Any]:
+    """A sidecar's ``segments`` file must be a regular file inside its own job folder."""
+    seg = sidecar.get("segments")
+    if seg is None:
+        return sidecar
+    if claim.kind != "folder":
+        raise ParamError(f"sidecar:{rel}: 'segments' needs a job folder (put the segments file in NAME/ next to params.yaml)")
+    name = str(seg)
+    target = claim.inputs / name
+    if os.path.isabs(name) or ".." in Path(name).parts or target.is_symlink() or not target.is_file():
+        raise ParamError(f"sidecar:{rel}: 'segments' must name a regular file inside the job folder (got {name!r})")
+    return {**sidecar, "segments": str(target)}
+
+
+def validate(claim: Claim, *, params: dict[str, Any], config_name: str, probe: Callable[[Path], Any]) -> JobInputs:
+    """Check a claimed job. Raises :class:`InputError` / :class:`ParamError` (bad input: never
+    retried) or ``OSError`` (the filesystem misbehaved: retried)."""
+    _regular_files_only(claim)
+    files = claim.files()
+    for role in ("mix", "query"):
+        if len(files.get(role, [])) != 1:
+            what = "no" if not files.get(role) else "more than one"
+            raise InputError(None, f"{display(claim.name)}: {what} {role} file")
+    for role in ("gt", "params"):
+        if len(files.get(role, [])) > 1:
+            raise InputError(None, f"{display(claim.name)}: more than one {role} file")
+    info: dict[str, Any] = {}
+    for role in ("mix", "query", "gt"):
+        for p in files.get(role, []):
+            a = probe(p)  # header only: limits are checked before anything is decoded
+            info[role] = {
+                "file": public_path(p, claim),
+                "sha256": a.sha256,
+                "bytes": p.stat().st_size,
+                "duration_s": round(a.duration_s, 4),
+                "sample_rate": a.sample_rate,
+                "channels": a.channels,
+                "format": a.format,
+            }
+    layers: list[tuple[str, dict[str, Any]]] = [(f"daemon config:{config_name}", dict(params))]
+    sidecar_rel = None
+    sidecar_path = (files.get("params") or [None])[0]
+    if sidecar_path is not None:
+        sidecar_rel = public_path(sidecar_path, claim)
+        sidecar = load_yaml_mapping(sidecar_path, "sidecar")
+        layers.append((f"sidecar:{sidecar_rel}", _sidecar_segments(sidecar, claim, sidecar_rel)))
+        info["params"] = {"file": sidecar_rel, "sha256": sha256_file(sidecar_path)}
+    resolved, sources = resolve(layers)
+    explicit = sorted(k for k, src in sources.items() if src != "default" and k in PARAM_KEYS)
+    return JobInputs(
+        mix=str(files["mix"][0]),
+        query=str(files["query"][0]),
+        gt=str(files["gt"][0]) if files.get("gt") else None,
+        overrides={k: getattr(resolved, k) for k in explicit},
+        param_sources=sources,
+        sidecar=sidecar_rel,
+        sidecar_overrides={k: getattr(resolved, k) for k in explicit if sources[k].startswith("sidecar")},
+        info=info,
+    )

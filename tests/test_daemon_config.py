@@ -1,0 +1,86 @@
+"""Daemon config: every key validated, one clear message naming the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import ConfigError, load_config, prepare_folders
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "d.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+BASE = "inbox: in\noutbox: out\nwork: work\nfailed: failed\n"
+
+
+def test_shipped_config_is_valid_and_documents_every_key():
+    cfg = load_config(REPO / "config" / "daemon.yaml")
+    text = (REPO / "config" / "daemon.yaml").read_text()
+    assert cfg.umask == 0o027 and cfg.settle_s == 2.0 and cfg.allow_root is False
+    for key in type(cfg).model_fields:
+        assert f"{key}:" in text, f"config/daemon.yaml does not document '{key}'"
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE))
+    assert cfg.inbox == tmp_path / "in" and cfg.ledger_path == tmp_path / "work" / "state.db"
+    assert cfg.status_path == tmp_path / "work" / "status.json"
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ("settle_s: -1\n", ["settle_s"]),
+        ("bogus: 1\n", ["unknown key 'bogus'"]),
+        ("umask: '0999'\n", ["umask"]),
+        ("windows: ['22:00-25:00']\n", ["windows", "25:00"]),
+        ("report_time: 'noon'\n", ["report_time"]),
+        ("params: {opt_steps: -3}\n", ["opt_steps"]),
+        ("params: {no_such_param: 1}\n", ["no_such_param"]),
+        ("workers: 0\n", ["workers"]),
+        ("device: tpu\n", ["device"]),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, extra, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, BASE + extra))
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "d.yaml") in msg
+    for w in words:
+        assert w in msg
+
+
+def test_missing_folder_key_and_yaml_bomb(tmp_path):
+    with pytest.raises(ConfigError, match="'inbox' is required"):
+        load_config(_write(tmp_path, "outbox: o\nwork: w\nfailed: f\n"))
+    bomb = BASE + "a: &a [x, x]\nb: &b [*a, *a]\n"
+    with pytest.raises(ConfigError, match="alias"):
+        load_config(_write(tmp_path, bomb))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_folders_inside_the_inbox_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="inside the inbox"):
+        load_config(_write(tmp_path, "inbox: in\noutbox: in/out\nwork: work\nfailed: failed\n"))
+    with pytest.raises(ConfigError, match="same folder"):
+        load_config(_write(tmp_path, "inbox: in\noutbox: out\nwork: out\nfailed: failed\n"))
+
+
+def test_umask_forms(tmp_path):
+    assert load_config(_write(tmp_path, BASE + "umask: 0077\n")).umask == 0o077  # YAML octal
+    assert load_config(_write(tmp_path, BASE + "umask: '0o022'\n")).umask == 0o022
+
+
+def test_prepare_folders_creates_them(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE))
+    prepare_folders(cfg)
+    for name in ("in", "out", "work", "failed"):
+        assert (tmp_path / name).is_dir()

@@ -1,0 +1,94 @@
+"""One attempt in a forked child (and in a thread) with a real Separator on real files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+import pytest
+
+from daemon.worker import INPUT, RESOURCE, TRANSIENT, JobSpec, choose_isolation, classify, start_fork, start_thread
+from daemon_helpers import pair_audio
+from sourcesep import InputError, ModelError, ParamError, Separator
+
+
+@pytest.fixture(scope="module")
+def sep():
+    # One thread in the parent: forked children may then start their own OpenMP pool.
+    return Separator(model="none", threads=1)
+
+
+def _spec(tmp_path, mix_bytes=None, **over):
+    mix, query, _ = pair_audio(2.0)
+    (tmp_path / "m.wav").write_bytes(mix if mix_bytes is None else mix_bytes)
+    (tmp_path / "q.wav").write_bytes(query)
+    out = tmp_path / "out"
+    out.mkdir()
+    base = dict(
+        job_id="j1", name="j", mix=str(tmp_path / "m.wav"), query=str(tmp_path / "q.wav"), gt=None,
+        overrides={"save_visualizations": False}, extra_event={"job": {"id": "j1", "attempt": 1}},
+        out_dir=str(out), job_log=str(tmp_path / "job.log.jsonl"), threads=1, log_format="json",
+    )
+    base.update(over)
+    return JobSpec(**base)
+
+
+def _wait(r, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if r.read():
+            return r.outcome()
+        time.sleep(0.02)
+    raise AssertionError("attempt did not finish")
+
+
+def test_forked_attempt_writes_results_and_job_log(sep, tmp_path):
+    spec = _spec(tmp_path)
+    out = _wait(start_fork(sep, spec))
+    assert out.ok, out.error
+    ev = json.loads((tmp_path / "out" / "event.json").read_text())
+    assert ev["job"] == {"id": "j1", "attempt": 1}
+    assert out.summary["files"]["target"] == "target.wav" and out.summary["segments"] is not None
+    lines = [json.loads(x) for x in (tmp_path / "job.log.jsonl").read_text().splitlines()]
+    assert {(x["stage"], x["event"]) for x in lines} >= {("separate", "stage start"), ("separate", "stage end"), ("write", "stage end")}
+    assert all(x["job_id"] == "j1" for x in lines)
+
+
+def test_forked_attempt_reports_bad_input_as_not_retryable(sep, tmp_path):
+    out = _wait(start_fork(sep, _spec(tmp_path, mix_bytes=b"RIFF....garbage")))
+    assert not out.ok and out.error["kind"] == INPUT and out.error["type"] == "InputError"
+    assert "m.wav" in out.error["message"]
+
+
+def test_timeout_kill_is_real(sep, tmp_path):
+    spec = _spec(tmp_path, overrides={"save_visualizations": False, "opt_steps": 1000})
+    r = start_fork(sep, spec)
+    time.sleep(0.3)
+    r.kill("timeout")
+    out = r.outcome()
+    assert not out.ok and out.error["type"] == "Timeout" and out.error["kind"] == TRANSIENT
+    with pytest.raises(ProcessLookupError):
+        os.kill(r.pid, 0)  # reaped: no zombie, no orphan
+
+
+def test_thread_attempt(sep, tmp_path):
+    out = _wait(start_thread(sep, _spec(tmp_path)))
+    assert out.ok and (tmp_path / "out" / "target.wav").exists()
+
+
+def test_classify():
+    assert classify(InputError("x", "bad")) == INPUT
+    assert classify(ParamError("bad")) == INPUT
+    assert classify(OSError(errno.ENOSPC, "No space left on device")) == RESOURCE
+    assert classify(MemoryError()) == TRANSIENT
+    assert classify(ModelError("gone")) == TRANSIENT
+    assert classify(RuntimeError("boom")) == TRANSIENT
+
+
+def test_isolation_choice():
+    assert choose_isolation("auto", "cpu", 4).isolation == "fork"
+    assert choose_isolation("auto", "cpu", 4).parent_threads == 1
+    assert choose_isolation("auto", "cuda:0", 4).isolation == "thread"
+    assert choose_isolation("thread", "cpu", 4).parent_threads == 4
