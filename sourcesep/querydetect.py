@@ -10,8 +10,10 @@ so quiet frames and high bands count as much as loud ones). Per frame we get
 
 The activity score is ``query_db`` smoothed over ~0.12 s. A frame is active when its score
 clears a threshold set between the score's low (background) and high (foreground) percentiles,
-with hysteresis. The soft activity curve is a logistic of the score around that threshold, kept
-only inside the resulting segments.
+with hysteresis. The soft activity curve is a logistic, around that threshold, of the same
+score smoothed over only ~0.04 s, kept only inside the resulting segments: segments are decided
+on the steadier score, while the gate inside them follows the pauses between sparse events
+(ticks, barks, syllables), which measured +0.2-0.3 dB mean SI-SDRi on dev.
 
 On the dev split the score's frame-level AUC against the target span is 0.88 mean / 0.99 median;
 the mixture's own level scores nearly as well (0.88 / 0.97), because targets there are foreground
@@ -108,6 +110,7 @@ def detect_query(
     min_query_share: float = 0.06,
     segment_share_rel: float = 0.0,
     activity_mode: str = "soft",
+    activity_smooth_ms: float | None = 40.0,
     seed: int = 0,
 ) -> Detection:
     """Detect where the query sound plays in the mixture, without trained weights.
@@ -121,7 +124,9 @@ def detect_query(
         :func:`sourcesep.detect.segments_from_mask`).
     n_query_atoms, n_background_atoms, n_iter, beta : the semi-supervised NMF
         (see :func:`query_scores`).
-    smooth_ms : moving-average length of the score (ms).
+    smooth_ms : moving-average length of the score (ms) used for the segment decision.
+    activity_smooth_ms : moving-average length (ms) of the score that shapes the soft activity
+        inside segments (None: ``smooth_ms``); shorter follows pauses between sparse events.
     threshold_frac : the threshold sits this fraction of the way from the score's 10th percentile
         (background level) to its 95th percentile (foreground level).
     hysteresis_db : frames down to ``threshold - hysteresis_db`` stay active when connected to a
@@ -138,7 +143,8 @@ def detect_query(
     Returns
     -------
     Detection with ``name="query"``, ``times_s`` (T,), ``activity`` (T,) in [0, 1] (zeros when not
-    found), ``segments``, ``found``, ``threshold`` (dB, on the score) and ``evidence``.
+    found), ``segments``, ``found``, ``threshold`` (0.5: the activity at the score threshold,
+    which is reported in dB as ``evidence["threshold_db"]``) and ``evidence``.
     """
     mix = np.asarray(mix, dtype=np.float32).reshape(-1)
     query = np.asarray(query, dtype=np.float32).reshape(-1)
@@ -163,7 +169,11 @@ def detect_query(
     lo, hi = np.percentile(score, [10.0, 95.0])
     thr = lo + threshold_frac * (hi - lo)
     active = _hysteresis(score, thr, thr - hysteresis_db)
-    activity = 1.0 / (1.0 + np.exp(-(score - thr) / max(softness_db, 1e-3)))
+    if activity_smooth_ms is None:
+        act_score = score
+    else:
+        act_score = _smooth(q_db, int(round(activity_smooth_ms / 1000.0 * sr / hop)))
+    activity = 1.0 / (1.0 + np.exp(-(act_score - thr) / max(softness_db, 1e-3)))
 
     evidence: dict[str, Any] = {"score_low_db": float(lo), "score_high_db": float(hi), "threshold_db": float(thr)}
     if active.any() and (~active).any():
@@ -199,4 +209,5 @@ def detect_query(
             activity = np.where(inside, np.maximum(activity, 0.5), 0.0)
         else:
             activity = np.where(inside, activity, 0.0)
-    return Detection("query", times, activity.astype(np.float64), segs, found, float(thr), evidence=evidence)
+    # The logistic puts the score threshold at activity 0.5: report it on the activity scale.
+    return Detection("query", times, activity.astype(np.float64), segs, found, 0.5, evidence=evidence)

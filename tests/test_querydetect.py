@@ -46,3 +46,29 @@ def test_other_seed_and_offsets():
     mix, query, _, truth = make_pair(seed=3)
     det = detect_query(mix, query, SR)
     assert det.found and _close(det.segments, truth)
+
+
+def test_activity_follows_short_pauses_inside_a_segment():
+    # 0.2 s tone bursts with 0.1 s pauses: one segment (gaps < merge gap), but the soft activity
+    # (score smoothed over 40 ms, not the segments' 120 ms) should dip in the pauses.
+    n = 10 * SR
+    mix = noise(10.0, seed=5) * 0.3
+    on = []
+    for k in range(10):
+        s = 2.0 + 0.3 * k
+        tone = harmonic_tone(0.2, f0=1000.0, seed=k)
+        mix[int(s * SR): int(s * SR) + len(tone)] += tone
+        on.append(s)
+    query = harmonic_tone(1.5, f0=1000.0, seed=99)
+    fine = detect_query(mix[:n], query, SR)
+    coarse = detect_query(mix[:n], query, SR, activity_smooth_ms=None)
+    assert fine.found and len(fine.segments) == 1
+    t = fine.times_s
+    pause = np.zeros(t.size, bool)
+    burst = np.zeros(t.size, bool)
+    for s in on[:-1]:
+        pause |= np.abs(t - (s + 0.25)) < 0.02
+        burst |= np.abs(t - (s + 0.1)) < 0.04
+    assert fine.activity[burst].mean() > 0.8
+    assert fine.activity[pause].mean() < 0.3
+    assert fine.activity[pause].mean() <= coarse.activity[pause].mean()
