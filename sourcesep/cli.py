@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import types
 import typing
@@ -171,6 +172,10 @@ def _params_markdown() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Library chatter (download retries, deprecation notes) would bury the one-line error; the
+    # libraries read these when first imported, which happens later, when the model loads.
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
