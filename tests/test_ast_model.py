@@ -8,6 +8,7 @@ count, loaded with position embeddings cut by plain indexing (written out here i
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -22,6 +23,7 @@ from sourcesep.ast_model import (
     cpu_has_native_bf16,
     cut_position_embeddings,
     frames_for,
+    keep_heap_for_tensors,
     resolve_device,
     resolve_precision,
 )
@@ -293,6 +295,16 @@ def test_cpu_bf16_detection_reads_cpuinfo_flags():
     assert cpu_has_native_bf16() == cpu_has_native_bf16(flags)
 
 
+def test_allocator_tuning_applies_on_glibc():
+    import platform
+
+    applied = keep_heap_for_tensors()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied
+    else:
+        assert applied in (True, False)
+
+
 def test_precision_auto_resolves_from_the_hardware(tiny_ast_dir):
     cpu = torch.device("cpu")
     expected = "bf16" if cpu_has_native_bf16() else "fp32"
@@ -317,6 +329,17 @@ def test_bf16_stores_matmul_weights_in_bf16_with_autocast_identical_results(tiny
     lin = [m for m in low._model.modules() if isinstance(m, torch.nn.Linear)]
     assert lin and all(m.weight.dtype == torch.bfloat16 for m in lin)
     assert low._base.embeddings.position_embeddings.dtype == torch.float32
+    # The float32 leftovers own their memory: none points into the mapped checkpoint file,
+    # which would keep the whole mapping resident.
+    if os.path.exists("/proc/self/maps"):
+        mapped = []
+        for line in open("/proc/self/maps"):
+            if line.rstrip().endswith(".safetensors"):
+                lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+                mapped.append((lo, hi))
+        for t in (*low._model.parameters(), *low._model.buffers()):
+            if t.dtype == torch.float32:
+                assert not any(lo <= t.data_ptr() < hi for lo, hi in mapped)
     ref = AstModel.load(tiny_ast_dir, precision="fp32")
     ref.precision = "bf16"  # autocast on, weights left in fp32: what autocast alone computes
     windows = np.stack([mix[i * 8000: i * 8000 + 16000] for i in range(5)])
