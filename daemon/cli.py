@@ -193,6 +193,7 @@ def _report(cfg: Any, config_path: str, date: str | None) -> int:
     from .ledger import Ledger
 
     logs.configure(cfg.log_level, cfg.log_format)
+    os.umask(cfg.umask)  # the report is one of the daemon's outputs: same modes as when it runs
     if date:  # the night that ends on DATE at report_time (what the scheduled report covers)
         day = dt.date.fromisoformat(date)
         start, end = schedule.report_period(day, cfg.report_time or "07:00")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sourcesep import ParamError, RuntimeOptions
 from sourcesep.params import load_yaml_mapping, resolve
@@ -80,6 +80,8 @@ class DaemonConfig(RuntimeOptions):
     retry_backoff_max_s: float = Field(900.0, ge=0, description="Longest backoff.")
     max_input_mb: float = Field(1024.0, gt=0, description="Refuse audio files larger than this (MiB).")
     max_duration_s: float = Field(3600.0, gt=0, description="Refuse audio longer than this (s), from the header.")
+    max_channels: int = Field(2, ge=1, le=1024, description="Refuse audio with more channels, from the header.")
+    max_sample_rate: int = Field(96000, ge=8000, le=10_000_000, description="Refuse audio sampled faster (Hz), from the header.")
     grace_s: float = Field(30.0, ge=0, description="On SIGTERM, let a running job finish this long.")
 
     # --- schedule ------------------------------------------------------------------------

@@ -47,6 +47,7 @@ MAX_FOLDER_ENTRIES = 200
 LOCK_NAME = ".lock"
 CLAIM_NAME = "claim.json"
 STAGE_PREFIX = ".claim-"
+TRASH_PREFIX = ".trash-"
 
 
 def display(name: str) -> str:
@@ -182,6 +183,10 @@ def scan(inbox: Path) -> dict[tuple[str, str], Candidate]:
 
 
 def _entry_problems(entry: Entry, inbox_dev: int) -> list[str]:
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes (surrogate escapes): audio libraries cannot open it
+        return [f"{display(entry.name)}: the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"]
     if entry.kind == "link":
         return [f"{display(entry.name)}: is a symbolic link; links are never followed (drop the file itself)"]
     if entry.kind == "other":
@@ -376,9 +381,23 @@ class Claim:
             self.lock_fd = -1
 
     def discard(self) -> None:
-        """Delete the work folder, then release the lock."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Delete the work folder (see :func:`delete_folder`), then release the lock."""
+        delete_folder(self.dir)
         self.release()
+
+
+def delete_folder(path: Path) -> None:
+    """Delete a folder of ``work/`` so that a crash at any moment leaves either all of it or none
+    of it under its name: it is first renamed to a hidden ``.trash-*`` name (one atomic step),
+    then removed. A killed ``rmtree`` of the job folder itself could leave a job without its
+    ``claim.json`` (never adopted, never cleaned) or without its ``commit.json`` (run twice).
+    :func:`remove_stale_stages` deletes trash left by a crash."""
+    trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{secrets.token_hex(3)}")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _lock(path: Path, owner: str, create: bool) -> int | None:
@@ -524,13 +543,18 @@ def job_dirs(work: Path) -> list[Path]:
 
 
 def remove_stale_stages(work: Path, owner: str) -> int:
-    """Delete staging folders of claims that died before their rename (no inputs in them)."""
+    """Delete staging folders of claims that died before their rename (no inputs in them) and
+    the ``.trash-*`` folders of deletions cut short by a crash."""
     removed = 0
     try:
-        names = [n for n in os.listdir(work) if n.startswith(STAGE_PREFIX)]
+        names = [n for n in os.listdir(work) if n.startswith((STAGE_PREFIX, TRASH_PREFIX))]
     except FileNotFoundError:
         return 0
     for n in names:
+        if n.startswith(TRASH_PREFIX):
+            shutil.rmtree(work / n, ignore_errors=True)
+            removed += 1
+            continue
         fd = _lock(work / n / LOCK_NAME, owner, create=False)
         if fd is None:
             if not (work / n / LOCK_NAME).exists() and (work / n).is_dir():
@@ -541,7 +565,7 @@ def remove_stale_stages(work: Path, owner: str) -> int:
                 except OSError:
                     pass
             continue
-        shutil.rmtree(work / n, ignore_errors=True)
+        delete_folder(work / n)
         os.close(fd)
         removed += 1
     return removed

@@ -144,17 +144,28 @@ def configure(
     _route_stdlib_logging(level)
 
 
+# Benign library messages that would read as failures in the journal.
+_QUIET = (
+    # watchdog's inotify thread, when the observer is stopped while it waits for events.
+    ("watchdog.observers.inotify", "called when the thread is inactive"),
+)
+
+
 class _ToStructlog(logging.Handler):
     """Sends stdlib ``logging`` records (APScheduler, watchdog, transformers, Python warnings)
     through structlog, so stdout stays one JSON object per line."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            message = record.getMessage()
+            if any(record.name == name and text in message for name, text in _QUIET):
+                return
             level = record.levelname.lower()
-            log = get_logger(logger=record.name)
-            getattr(log, level if level in _LEVELS else "warning")(record.getMessage())
-        except Exception:  # a log line must never raise into the caller
-            self.handleError(record)
+            # ``logger=`` is structlog's own argument (the wrapped logger): bind another key.
+            log = get_logger(logger_name=record.name)
+            getattr(log, level if level in _LEVELS else "warning")(message)
+        except Exception:  # a log line must never raise into the caller; never print a traceback
+            pass
 
 
 def _route_stdlib_logging(level: str) -> None:

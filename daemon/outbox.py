@@ -43,6 +43,21 @@ def write_json_atomic(path: Path, obj: Any, fsync: bool = True) -> None:
         raise
 
 
+def remove_stale_json_tmp(path: Path, pid: int) -> list[str]:
+    """Delete the temporary files :func:`write_json_atomic` left next to ``path`` when a process
+    was killed mid-write (``.NAME.tmp-PID``), except this process's own."""
+    removed = []
+    prefix, mine = f".{path.name}.tmp-", f".{path.name}.tmp-{pid}"
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n != mine]
+    except FileNotFoundError:
+        return removed
+    for n in names:
+        _unlink(path.parent / n)
+        removed.append(n)
+    return removed
+
+
 def _unlink(p: Path) -> None:
     try:
         os.unlink(p)
@@ -114,6 +129,31 @@ def place_inputs(src: Path, dst: Path) -> list[str]:
         else:
             notes.append(f"{entry.name}: not a regular file; not copied")
     return notes
+
+
+def apply_umask(path: Path, umask: int, skip: tuple[str, ...] = ("inputs",)) -> None:
+    """Give every file and folder under ``path`` the mode the umask promises (files
+    ``0666 & ~umask``, folders ``0777 & ~umask``), whatever the writer chose: the core writes
+    audio through ``mkstemp`` (always 0600) and renames it. Top-level names in ``skip`` (the
+    user's inputs, which keep their own modes) and links are left alone."""
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    for entry in os.scandir(path):
+        if entry.name in skip:
+            continue
+        _chmod_tree(Path(entry.path), file_mode, dir_mode)
+    os.chmod(path, dir_mode)
+
+
+def _chmod_tree(p: Path, file_mode: int, dir_mode: int) -> None:
+    st = os.lstat(p)
+    if stat.S_ISLNK(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        for entry in os.scandir(p):
+            _chmod_tree(Path(entry.path), file_mode, dir_mode)
+        os.chmod(p, dir_mode)
+    elif stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != file_mode:
+        os.chmod(p, file_mode)
 
 
 def fsync_tree(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The daemon process: start-up, the main loop, signals and systemd notification.
+"""The daemon process: start-up, the main loop, signals, starting attempts and config reloads.
 
 One thread (the main one) takes every decision: it scans the inbox, settles and claims jobs,
 starts attempts, collects their outcomes, commits results and records the ledger. Other threads
@@ -11,21 +11,24 @@ Signals: SIGTERM/SIGINT stop taking jobs, let running attempts finish for ``grac
 them and leave them queued for the next start (exit 0; a second signal skips the grace).
 SIGHUP reloads the config (the model only if model/device/precision/offline changed); an invalid
 new config is logged and the current one kept.
+
+The :class:`Service` is assembled from parts named after what they do: :class:`~daemon.intake.Intake`
+(inbox scans, claims, adoption of a dead daemon's jobs), :class:`~daemon.outcomes.Outcomes`
+(commit, retry or fail after an attempt) and :class:`~daemon.status.Status` (status.json and the
+watchdog). They share the Service's state; only the main thread calls them (the heartbeat reads a
+snapshot).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import os
 import selectors
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,67 +36,21 @@ from sourcesep import InputError, ModelError, ParamError, Separator
 from sourcesep.audio import probe as probe_audio
 
 from . import __version__, inbox, logs, outbox, report, schedule, validate
+from .admission import AudioGate, Limits
 from .config import ConfigError, DaemonConfig, load_config, prepare_folders
-from .ledger import DONE, FAILED, QUEUED, RETRIED, RUNNING, Ledger
-from .worker import INPUT, RESOURCE, TRANSIENT, JobSpec, Outcome, Running, choose_isolation, disk_nearly_full, start_fork, start_thread
+from .intake import Intake
+from .job import Job, iso
+from .ledger import RUNNING, Ledger
+from .notify import sd_notify, watchdog_interval_s
+from .outcomes import Outcomes
+from .room import is_resource_error, remove_stale_probes, why_no_room
+from .status import Status
+from .worker import INPUT, RESOURCE, TRANSIENT, JobSpec, Outcome, Running, choose_isolation, start_fork, start_thread
 
 EXIT_OK, EXIT_CONFIG, EXIT_MODEL, EXIT_RESTART = 0, 2, 3, 75
 
 
-def sd_notify(message: str, env: dict[str, str] | None = None) -> bool:
-    """Send ``message`` (e.g. ``READY=1``) to systemd's ``NOTIFY_SOCKET``; False when not under
-    systemd. Abstract socket names (``@…``) are supported. No dependency beyond ``socket``."""
-    addr = (os.environ if env is None else env).get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.setblocking(False)  # never stall the daemon on a receiver that does not read
-            s.connect(addr)
-            s.send(message.encode())
-        return True
-    except OSError:
-        return False
-
-
-def watchdog_interval_s(env: dict[str, str] | None = None) -> float | None:
-    """systemd's watchdog period for this process (``WATCHDOG_USEC``), or None."""
-    env = os.environ if env is None else env
-    usec, pid = env.get("WATCHDOG_USEC"), env.get("WATCHDOG_PID")
-    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
-        return None
-    try:
-        return int(usec) / 1e6
-    except ValueError:
-        return None
-
-
-def iso(t: float | None) -> str | None:
-    return None if t is None else dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds")
-
-
-@dataclass
-class Job:
-    """A claimed job owned by this process."""
-
-    claim: inbox.Claim
-    attempt: int = 0
-    next_at: float = 0.0  # monotonic time of the next attempt
-    validated: bool = False
-    inputs: validate.JobInputs | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    final_error: dict[str, Any] | None = None  # failed, but failed/ could not be written yet
-    started_at: float | None = None
-    resource_blocked: bool = False
-
-    @property
-    def id(self) -> str:
-        return self.claim.id
-
-
-class Service:
+class Service(Intake, Outcomes, Status):
     """The daemon. ``once=True`` processes what the inbox holds and returns (no scheduler, no
     observer, processing windows ignored)."""
 
@@ -122,7 +79,7 @@ class Service:
         self.settler = inbox.Settler()
         self._candidates: dict[tuple[str, str], inbox.Candidate] = {}
         self._verdicts: dict[tuple[str, str], inbox.Verdict] = {}
-        self._probe_cache: dict[tuple, Any] = {}
+        self.gate = AudioGate(probe_audio, _limits(cfg))
         self._claim_errors: dict[tuple[str, str], float] = {}  # candidate → monotonic time of a failed claim
         self._queue: dict[str, Job] = {}  # claimed, waiting for an attempt
         self._running: dict[str, tuple[Job, Running]] = {}
@@ -168,6 +125,10 @@ class Service:
         os.umask(cfg.umask)
         try:
             prepare_folders(cfg)
+            # A daemon killed while rewriting status.json or probing for room leaves litter.
+            outbox.remove_stale_json_tmp(cfg.status_path, self.pid)
+            for folder in (cfg.outbox, cfg.failed):
+                remove_stale_probes(folder)
             self.ledger = Ledger(cfg.ledger_path)
         except ConfigError as e:
             self.log.error("bad configuration", error=str(e))
@@ -354,65 +315,6 @@ class Service:
         self.log.info("nightly report written", path=str(path))
         return path
 
-    def _heartbeat_period(self) -> float:
-        hb = self.cfg.heartbeat_s
-        if self._watchdog_s:
-            hb = min(hb, self._watchdog_s / 3)
-        return max(hb, 0.2)
-
-    def heartbeat(self, ping: bool = True) -> None:
-        """Rewrite status.json and, when the main loop is alive, ping the systemd watchdog."""
-        with self._snap_lock:
-            status = dict(self._snapshot)
-        status["heartbeat_at"] = iso(time.time())
-        status["uptime_s"] = round(time.monotonic() - self._started, 1)
-        try:
-            if self.ledger is not None:
-                status["ledger_counts"] = self.ledger.counts()
-        except Exception as e:
-            status["ledger_error"] = str(e)
-        try:
-            outbox.write_json_atomic(self.cfg.status_path, status, fsync=False)
-        except OSError as e:
-            self.log.warning("cannot write status file", path=str(self.cfg.status_path), error=str(e))
-        stall_limit = max(10.0, (self._watchdog_s or 60.0) / 2)
-        if ping and (self._busy or time.monotonic() - self._tick < stall_limit):
-            sd_notify("WATCHDOG=1")
-
-    def _publish_snapshot(self, state: str | None = None) -> None:
-        now = time.monotonic()
-        verdicts = list(self._verdicts.values())
-        snap = {
-            "pid": self.pid,
-            "host": self.host,
-            "version": __version__,
-            "config": str(self.config_path) if self.config_path else None,
-            "started_at": iso(self._started_wall),
-            "state": state
-            or ("draining" if self._draining else "once" if self.once else "running" if self._window_open else "paused (outside processing windows)"),
-            "window_open": self._window_open,
-            "windows": list(self.cfg.windows),
-            "model": self.cfg.model,
-            "isolation": self.isolation,
-            "workers": self.cfg.workers,
-            "queue": {
-                "length": sum(v.status in ("ready", "pending") for v in verdicts) + len(self._queue),
-                "inbox_ready": sum(v.status == "ready" for v in verdicts),
-                "inbox_settling": sum(v.status == "pending" for v in verdicts),
-                "inbox_incomplete": sum(v.status == "waiting" for v in verdicts),
-                "claimed_waiting": len(self._queue),
-            },
-            "running": [
-                {"job_id": j.id, "name": inbox.display(j.claim.name), "attempt": j.attempt, "elapsed_s": round(now - r.started, 1)}
-                for j, r in self._running.values()
-            ],
-            "since_start": dict(self._counts),
-            "last_error": self._last_error,
-            "disk_full": self._disk_full,
-            "reloads": self._reloads,
-        }
-        with self._snap_lock:
-            self._snapshot = snap
 
     # =========================================================================== main loop
     def _loop(self) -> None:
@@ -512,191 +414,6 @@ class Service:
             outcome = r.outcome()
             self._requeue_interrupted(job, outcome)
 
-    def _requeue_interrupted(self, job: Job, outcome: Outcome) -> None:
-        """Shutdown stopped an attempt: it does not count; the job waits in work/ for the next start."""
-        outbox.remove_tree(outbox.tmp_dir(self.cfg.outbox, job.id))
-        job.attempt -= 1
-        self._record(job.id, QUEUED, attempt=job.attempt, detail="attempt interrupted by shutdown; resumes at the next start")
-        self.log.warning("job interrupted by shutdown; left queued", job_id=job.id)
-        self.job_logs.unregister(job.id)
-        job.claim.release()
-
-    # =========================================================================== inbox
-    def _should_scan(self, now: float) -> bool:
-        since = now - self._last_scan
-        # A big inbox costs tens of ms per scan: never spend more than ~20% of the loop on it.
-        floor = max(0.05, 5 * self._scan_cost)
-        if self._dirty and since >= max(floor, 0.2):
-            return True
-        if self.once or any(v.status == "pending" for v in self._verdicts.values()):
-            return since >= max(min(self.cfg.settle_s / 3, 1.0), floor)
-        return since >= self.cfg.rescan_s
-
-    def _probe(self, path: Path) -> Any:
-        """``sourcesep.audio.probe`` with the size/duration limits, cached by inode+size+mtime."""
-        st = os.lstat(path)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        hit = self._probe_cache.get(key)
-        if hit is None:
-            try:
-                hit = probe_audio(path, max_duration_s=self.cfg.max_duration_s, max_bytes=self.cfg.max_bytes)
-            except InputError as e:
-                hit = e
-            self._probe_cache[key] = hit
-        if isinstance(hit, InputError):
-            raise InputError(path, hit.problem)
-        return hit
-
-    def _scan(self, now: float) -> None:
-        self._dirty = False
-        self._last_scan = now
-        self._scans += 1
-        t0 = time.perf_counter()
-        try:
-            self._scan_inbox(now)
-        finally:
-            self._scan_cost = time.perf_counter() - t0
-
-    def _scan_inbox(self, now: float) -> None:
-        try:
-            cands = inbox.scan(self.cfg.inbox)
-        except OSError as e:
-            self.log.error("cannot scan the inbox", inbox=str(self.cfg.inbox), error=str(e))
-            return
-        self.settler.observe(cands, now)
-        wall = time.time()
-        verdicts = {}
-        for key, cand in cands.items():
-            try:
-                verdicts[key] = inbox.assess(
-                    cand,
-                    self.cfg.inbox,
-                    stable_s=self.settler.stable_for(key, now),
-                    settle_s=self.cfg.settle_s,
-                    orphan_timeout_s=self.cfg.orphan_timeout_s,
-                    now_wall=wall,
-                    probe=self._probe,
-                    input_error=InputError,
-                )
-            except OSError:
-                continue  # claimed by someone else while we looked; seen again next scan
-        self._candidates, self._verdicts = cands, verdicts
-        for key in [k for k in self._claim_errors if k not in cands]:
-            del self._claim_errors[key]
-        if len(self._probe_cache) > 20000:
-            self._probe_cache.clear()
-        if now - self._last_adopt >= self.cfg.rescan_s:
-            self._adopt_all()
-
-    def _claim_blocked(self, key: tuple[str, str]) -> bool:
-        """A candidate whose claim failed (unwritable work/, odd filesystem) waits a rescan period."""
-        t = self._claim_errors.get(key)
-        return t is not None and time.monotonic() - t < self.cfg.rescan_s
-
-    def _fail_bad_candidates(self, limit: int = 50) -> None:
-        for key, v in list(self._verdicts.items()):
-            if limit <= 0:
-                break
-            if v.status != "bad" or self._claim_blocked(key):
-                continue
-            cand = self._candidates.pop(key)
-            del self._verdicts[key]
-            claim = self._claim(cand)
-            if claim is None:
-                continue
-            limit -= 1
-            job = Job(claim)
-            self._fail(job, self._error(INPUT, "InputError", self._public_message(v.reason or "bad input", claim), "inbox"))
-
-    def _claim(self, cand: inbox.Candidate) -> inbox.Claim | None:
-        try:
-            claim = inbox.claim(cand, self.cfg.inbox, self.cfg.work, self.owner)
-        except OSError as e:
-            self._claim_errors[cand.key] = time.monotonic()
-            self._note_error("claim", e, name=cand.name)
-            self.log.error("cannot claim job", job=inbox.display(cand.name), error=str(e))
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                self._disk_full = {"path": str(self.cfg.work), "since": iso(time.time()), "error": str(e)}
-            return None
-        if claim is None:
-            self.log.debug("lost the claim race", job=inbox.display(cand.name))
-            return None
-        self.job_logs.register(claim.id, claim.job_log)
-        try:
-            self.ledger.add(
-                claim.id,
-                name=inbox.display(claim.name),
-                kind=claim.kind,
-                owner=self.owner,
-                claimed_at=claim.claimed_at,
-                dropped_at=claim.dropped_at,
-                attempt=0,
-            )
-        except Exception as e:
-            self.log.error("ledger write failed", job_id=claim.id, error=str(e))
-        self.log.info("job claimed", job_id=claim.id, job=inbox.display(claim.name), kind=claim.kind, sources=[inbox.display(s) for s in claim.sources])
-        return claim
-
-    def _adopt_all(self) -> None:
-        """Resume jobs left in work/ by a daemon that died (their lock is free)."""
-        self._last_adopt = time.monotonic()
-        try:
-            inbox.remove_stale_stages(self.cfg.work, self.owner)
-            dirs = inbox.job_dirs(self.cfg.work)
-        except OSError as e:
-            self.log.error("cannot list the work folder", error=str(e))
-            return
-        mine = set(self._queue) | set(self._running)
-        for d in dirs:
-            if d.name in mine:
-                continue
-            try:
-                claim = inbox.adopt(d, self.cfg.inbox, self.owner)
-            except OSError as e:
-                self.log.error("cannot adopt job", work_dir=str(d), error=str(e))
-                continue
-            if claim is not None:
-                self._resume(claim)
-
-    def _resume(self, claim: inbox.Claim) -> None:
-        self.job_logs.register(claim.id, claim.job_log)
-        log = self.log.bind(job_id=claim.id, job=inbox.display(claim.name))
-        row = self._ledger_get(claim.id)
-        done_dir = outbox.committed_folder(claim.marker, claim.id)
-        if done_dir is not None:
-            state = DONE if (done_dir / "event.json").exists() else FAILED
-            if not row or row.get("state") not in (DONE, FAILED):
-                self._record(claim.id, state, finished_at=time.time(), result_dir=str(done_dir), detail="committed before the previous daemon died; recorded on resume")
-            log.info("job was already committed; cleaning up", result_dir=str(done_dir))
-            self.job_logs.unregister(claim.id)
-            claim.discard()
-            return
-        outbox.remove_tree(outbox.tmp_dir(self.cfg.outbox, claim.id))
-        outbox.remove_tree(outbox.tmp_dir(self.cfg.failed, claim.id))
-        if row is None:
-            try:
-                self.ledger.add(claim.id, name=inbox.display(claim.name), kind=claim.kind, owner=self.owner,
-                                claimed_at=claim.claimed_at, dropped_at=claim.dropped_at, attempt=0, detail="adopted from work/")
-            except Exception as e:
-                log.error("ledger write failed", error=str(e))
-        job = Job(claim, attempt=int(row.get("attempt") or 0) if row else 0, next_at=time.monotonic())
-        if row and row.get("state") == RUNNING:
-            detail = f"attempt {job.attempt} was interrupted: the daemon running it ({row.get('owner')}) died"
-            log.warning("resuming an interrupted job", previous_owner=row.get("owner"), attempt=job.attempt)
-            job.history.append({"attempt": job.attempt, "type": "Interrupted", "message": detail, "kind": TRANSIENT})
-            if job.attempt >= self.cfg.max_attempts:
-                self._fail(job, self._error(TRANSIENT, "Interrupted", f"{detail}; gave up after {job.attempt} attempts (does this job crash the daemon?)", "separate"))
-                return
-            self._record(claim.id, RETRIED, owner=self.owner, detail=detail)
-        else:
-            if row is not None:
-                try:
-                    self.ledger.update(claim.id, owner=self.owner)
-                except Exception as e:
-                    log.error("ledger write failed", error=str(e))
-            log.info("resuming a queued job", previous_owner=row.get("owner") if row else None)
-        self._queue[job.id] = job
-
     # =========================================================================== starting jobs
     def _start_jobs(self, now: float) -> None:
         # Jobs whose failure could not be written yet (full disk) are retried first.
@@ -720,20 +437,22 @@ class Service:
             self._launch(job)
 
     def _next_queued(self, now: float) -> Job | None:
-        due = [j for j in self._queue.values() if j.next_at <= now and not j.final_error]
-        if not due:
-            return None
-        job = min(due, key=lambda j: j.next_at)
-        del self._queue[job.id]
-        return job
+        due = sorted((j for j in self._queue.values() if j.next_at <= now and not j.final_error), key=lambda j: j.next_at)
+        for job in due:
+            if job.resource_blocked:
+                # Still no room in the outbox: do not spend a whole separation to find out again.
+                why = why_no_room(self.cfg.outbox, job.probe_bytes, job.file_bytes)
+                if why:
+                    job.next_at = now + max(self.cfg.retry_backoff_max_s, 0.2)
+                    self._disk_full = {**(self._disk_full or {}), "path": str(self.cfg.outbox), "error": why,
+                                       "since": (self._disk_full or {}).get("since") or iso(time.time())}
+                    self.log.warning("outbox still full; job waits", job_id=job.id, path=str(self.cfg.outbox), error=why,
+                                     retry_in_s=round(job.next_at - now, 1))
+                    continue
+            del self._queue[job.id]
+            return job
+        return None
 
-    def _next_ready(self) -> inbox.Candidate | None:
-        ready = [k for k, v in self._verdicts.items() if v.status == "ready" and not self._claim_blocked(k)]
-        if not ready:
-            return None
-        key = min(ready, key=lambda k: (self._candidates[k].arrived, k))
-        del self._verdicts[key]
-        return self._candidates.pop(key)
 
     def _validate(self, job: Job) -> bool:
         """Check the claimed files and the sidecar; a bad job goes to failed/ right away."""
@@ -746,7 +465,7 @@ class Service:
             return False
         except OSError as e:  # the filesystem misbehaved: an attempt that counts, retried
             job.attempt += 1
-            kind = RESOURCE if e.errno in (errno.ENOSPC, errno.EDQUOT) else TRANSIENT
+            kind = RESOURCE if is_resource_error(e) else TRANSIENT
             self._after_failure(job, Outcome.failure(kind, e.__class__.__name__, str(e), "validate"))
             return False
         job.inputs = v
@@ -767,7 +486,7 @@ class Service:
         try:
             tmp = outbox.fresh_tmp(cfg.outbox, job.id)
         except OSError as e:
-            self._after_failure(job, Outcome.failure(RESOURCE if e.errno in (errno.ENOSPC, errno.EDQUOT) else TRANSIENT, e.__class__.__name__, str(e), "write"))
+            self._after_failure(job, Outcome.failure(RESOURCE if is_resource_error(e) else TRANSIENT, e.__class__.__name__, str(e), "write"))
             return
         queue_wait = max(0.0, job.started_at - claim.dropped_at) if claim.dropped_at else None
         extra = {
@@ -818,156 +537,6 @@ class Service:
         self._selector.register(r.fd, selectors.EVENT_READ, job.id)
         self._running[job.id] = (job, r)
 
-    # =========================================================================== finishing jobs
-    def _finish(self, job: Job, outcome: Outcome) -> None:
-        if outcome.ok:
-            try:
-                self._commit(job, outcome)
-                return
-            except OSError as e:
-                self.job_logs.register(job.id, job.claim.job_log)
-                full = e.errno in (errno.ENOSPC, errno.EDQUOT) or disk_nearly_full(self.cfg.outbox)
-                outbox.remove_tree(outbox.tmp_dir(self.cfg.outbox, job.id))
-                outcome = Outcome.failure(RESOURCE if full else TRANSIENT, e.__class__.__name__, str(e), "commit", duration_s=outcome.duration_s)
-        self._after_failure(job, outcome)
-
-    def _commit(self, job: Job, outcome: Outcome) -> None:
-        cfg = self.cfg
-        claim = job.claim
-        tmp = outbox.tmp_dir(cfg.outbox, job.id)
-        outbox.place_inputs(claim.inputs, tmp / "inputs")
-        self.log.info("job outputs complete; committing", job_id=job.id, duration_s=round(outcome.duration_s, 3))
-        self.job_logs.unregister(job.id)
-        _link_or_copy(claim.job_log, tmp / "job.log.jsonl")
-        dest = outbox.commit(tmp, cfg.outbox, claim.name, claim.marker, job.id)
-        self._record(job.id, DONE, finished_at=time.time(), result_dir=str(dest), summary=outcome.summary, run_s=round(outcome.duration_s, 4))
-        claim.discard()
-        self._counts["done"] += 1
-        if self._disk_full and self._disk_full.get("path") == str(cfg.outbox):
-            self._disk_full = None
-        self.log.info("job done", job_id=job.id, job=inbox.display(claim.name), result_dir=str(dest), attempt=job.attempt,
-                      seconds=round(outcome.duration_s, 3), class_name=(outcome.summary or {}).get("class_name"))
-
-    def _after_failure(self, job: Job, outcome: Outcome) -> None:
-        err = dict(outcome.error or {})
-        kind = err.get("kind", TRANSIENT)
-        err["message"] = self._public_message(str(err.get("message", "")), job.claim)
-        outbox.remove_tree(outbox.tmp_dir(self.cfg.outbox, job.id))
-        record = {"attempt": job.attempt, "at": iso(time.time()), **{k: err.get(k) for k in ("type", "message", "stage", "kind")}}
-        job.history.append(record)
-        self._last_error = {"job_id": job.id, **record}
-        if kind == INPUT:
-            self._fail(job, self._error(INPUT, err.get("type", "Error"), err["message"], err.get("stage", "separate"), traceback=err.get("traceback")))
-            return
-        if kind == RESOURCE or job.attempt < self.cfg.max_attempts:
-            if kind == RESOURCE:
-                self._disk_full = {"path": str(self.cfg.outbox), "since": iso(time.time()), "error": err["message"]}
-            delay = min(self.cfg.retry_backoff_s * 2 ** max(job.attempt - 1, 0), self.cfg.retry_backoff_max_s)
-            job.next_at = time.monotonic() + delay
-            job.resource_blocked = kind == RESOURCE
-            self._record(job.id, RETRIED, detail=f"{err.get('type')}: {err['message']}", error=record)
-            self._counts["retried"] += 1
-            self.log.warning("job will be retried", job_id=job.id, attempt=job.attempt, max_attempts=self.cfg.max_attempts,
-                             retry_in_s=round(delay, 1), error_type=err.get("type"), error=err["message"], kind=kind)
-            self._queue[job.id] = job
-            return
-        msg = f"gave up after {job.attempt} attempts; last error: {err['message']}"
-        self._fail(job, self._error(TRANSIENT, err.get("type", "Error"), msg, err.get("stage", "separate"), traceback=err.get("traceback")))
-
-    def _error(self, kind: str, type_: str, message: str, stage: str, **more: Any) -> dict[str, Any]:
-        return {"kind": kind, "type": type_, "message": message, "stage": stage, **{k: v for k, v in more.items() if v}}
-
-    def _fail(self, job: Job, error: dict[str, Any]) -> None:
-        """Move the job to failed/NAME/ with its inputs (byte-identical) and error.json."""
-        cfg = self.cfg
-        claim = job.claim
-        now = time.time()
-        doc = {
-            "job": {"id": job.id, "name": inbox.display(claim.name), "kind": claim.kind},
-            "job_id": job.id,
-            "stage": error.get("stage"),
-            "error_type": error.get("type"),
-            "message": error.get("message"),
-            "kind": error.get("kind"),
-            "retryable": error.get("kind") != INPUT,
-            "attempt": job.attempt,
-            "max_attempts": cfg.max_attempts,
-            "dropped_at": iso(claim.dropped_at) if claim.dropped_at else None,
-            "claimed_at": iso(claim.claimed_at),
-            "started_at": iso(job.started_at),
-            "failed_at": iso(now),
-            "inputs": job.inputs.info if job.inputs else self._input_hashes(claim),
-            "history": job.history,
-            "daemon": {"host": self.host, "pid": self.pid, "version": __version__},
-        }
-        if error.get("traceback"):
-            doc["traceback"] = error["traceback"]
-        self.log.error("job failed", job_id=job.id, job=inbox.display(claim.name), stage=doc["stage"], error_type=doc["error_type"], error=doc["message"], attempt=job.attempt)
-        try:
-            tmp = outbox.fresh_tmp(cfg.failed, job.id)
-            if claim.inputs.exists():
-                outbox.place_inputs(claim.inputs, tmp / "inputs")
-            outbox.write_json_atomic(tmp / "error.json", doc)
-            self.job_logs.unregister(job.id)
-            _link_or_copy(claim.job_log, tmp / "job.log.jsonl")
-            dest = outbox.commit(tmp, cfg.failed, claim.name, claim.marker, job.id)
-        except OSError as e:  # failed/ itself is unwritable or full: keep the job, try again later
-            self.job_logs.register(job.id, claim.job_log)
-            outbox.remove_tree(outbox.tmp_dir(cfg.failed, job.id))
-            self._disk_full = {"path": str(cfg.failed), "since": iso(now), "error": str(e)} if e.errno in (errno.ENOSPC, errno.EDQUOT) else self._disk_full
-            job.final_error = error
-            job.resource_blocked = True
-            job.next_at = time.monotonic() + min(max(self.cfg.retry_backoff_s, 1.0), self.cfg.retry_backoff_max_s or 1.0)
-            self._queue[job.id] = job
-            self.log.error("cannot write the failed job yet; will try again", job_id=job.id, error=str(e))
-            return
-        summary = {k: doc[k] for k in ("stage", "error_type", "message", "kind")}
-        self._record(job.id, FAILED, finished_at=now, result_dir=str(dest), error=summary, attempt=job.attempt)
-        claim.discard()
-        self._counts["failed"] += 1
-        self._last_error = {"job_id": job.id, "stage": doc["stage"], "type": doc["error_type"], "message": doc["message"], "at": iso(now)}
-
-    # =========================================================================== helpers
-    def _input_hashes(self, claim: inbox.Claim) -> dict[str, Any]:
-        """``{file: {sha256, bytes}}`` of a failed job's regular input files (links: their target
-        text; nothing is followed), so anyone can check the inputs were kept byte-identical."""
-        out: dict[str, Any] = {}
-        for dirpath, _dirs, files in os.walk(claim.inputs):
-            for n in sorted(files):
-                p = Path(dirpath) / n
-                st = os.lstat(p)
-                key = self._public_path(p, claim)
-                if stat.S_ISLNK(st.st_mode):
-                    out[key] = {"symlink_to": inbox.display(os.readlink(p))}
-                elif stat.S_ISREG(st.st_mode) and st.st_size <= self.cfg.max_bytes:
-                    out[key] = {"sha256": validate.sha256_file(p), "bytes": st.st_size}
-                else:
-                    out[key] = {"bytes": st.st_size}
-        return out
-
-    def _public_path(self, p: Path, claim: inbox.Claim) -> str:
-        return validate.public_path(p, claim)
-
-    def _public_message(self, msg: str, claim: inbox.Claim) -> str:
-        return validate.public_message(msg, claim, self.cfg.inbox)
-
-    def _note_error(self, stage: str, e: BaseException, **more: Any) -> None:
-        self._last_error = {"stage": stage, "type": e.__class__.__name__, "message": str(e), "at": iso(time.time()), **{k: inbox.display(str(v)) for k, v in more.items()}}
-
-    def _ledger_get(self, job_id: str) -> dict[str, Any] | None:
-        try:
-            return self.ledger.get(job_id)
-        except Exception as e:
-            self.log.error("ledger read failed", job_id=job_id, error=str(e))
-            return None
-
-    def _record(self, job_id: str, state: str, *, detail: str | None = None, owner: str | None = None, **cols: Any) -> None:
-        """A ledger transition that never takes the daemon down (a full disk, a locked file)."""
-        try:
-            self.ledger.transition(job_id, state, detail=detail, owner=owner, **cols)
-        except Exception as e:
-            self.log.error("ledger write failed", job_id=job_id, state=state, error=f"{e.__class__.__name__}: {e}")
-
     def _once_done(self, now: float) -> bool:
         if self._running or self._scans < 2 or now - self._started < self.cfg.settle_s:
             return False
@@ -1007,6 +576,7 @@ class Service:
         self.cfg, self.sep, self.isolation, self.ledger = new, sep, isolation, ledger
         logs.configure(new.log_level, new.log_format, self.stream, self.job_logs)
         os.umask(new.umask)
+        self.gate = AudioGate(probe_audio, _limits(new))
         if new.inbox != old.inbox and not self.once:
             self._stop_observer()
             self._start_observer()
@@ -1020,12 +590,5 @@ class Service:
         sd_notify("READY=1")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if not src.exists():
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(src, dst)
+def _limits(cfg: DaemonConfig) -> Limits:
+    return Limits(cfg.max_bytes, cfg.max_duration_s, cfg.max_channels, cfg.max_sample_rate)

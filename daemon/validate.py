@@ -19,6 +19,8 @@ from sourcesep.params import PARAM_KEYS, load_yaml_mapping, resolve
 
 from .inbox import Claim, display
 
+MAX_SIDECAR_BYTES = 1_000_000  # the core refuses larger parameter files too, but only after reading them
+
 
 @dataclass
 class JobInputs:
@@ -118,6 +120,9 @@ def validate(claim: Claim, *, params: dict[str, Any], config_name: str, probe: C
     sidecar_path = (files.get("params") or [None])[0]
     if sidecar_path is not None:
         sidecar_rel = public_path(sidecar_path, claim)
+        size = os.lstat(sidecar_path).st_size
+        if size > MAX_SIDECAR_BYTES:  # refused before it is read: the daemon's memory is shared by every job
+            raise ParamError(f"{sidecar_path}: sidecar is {size} bytes; the limit is {MAX_SIDECAR_BYTES} bytes")
         sidecar = load_yaml_mapping(sidecar_path, "sidecar")
         layers.append((f"sidecar:{sidecar_rel}", _sidecar_segments(sidecar, claim, sidecar_rel)))
         info["params"] = {"file": sidecar_rel, "sha256": sha256_file(sidecar_path)}

@@ -15,17 +15,15 @@ Two ways to run an attempt, chosen by ``isolation`` in the config:
   stops taking jobs and exits with status 75 for systemd to restart it clean.
 
 Errors are classified here: ``input`` (bad input or parameters; never retried), ``resource``
-(disk full; retried until space returns), ``transient`` (out of memory, timeout, anything else;
+(disk full, quota or file size limit reached; retried until space returns), ``transient`` (out of memory, timeout, anything else;
 retried up to ``max_attempts``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -38,9 +36,9 @@ from typing import Any
 from sourcesep import InputError, ModelError, ParamError
 
 from . import logs
+from .room import is_resource_error, room_probe_bytes, why_no_room
 
 INPUT, TRANSIENT, RESOURCE = "input", "transient", "resource"
-_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @dataclass(frozen=True)
@@ -83,19 +81,11 @@ def classify(exc: BaseException) -> str:
     """``input``, ``resource`` or ``transient`` for an exception raised by an attempt."""
     if isinstance(exc, (InputError, ParamError)):
         return INPUT
-    if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+    if is_resource_error(exc):
         return RESOURCE
     if isinstance(exc, ModelError):
         return TRANSIENT
     return TRANSIENT
-
-
-def disk_nearly_full(path: str | Path, min_free_bytes: int = 16 * 1024 * 1024) -> bool:
-    """Whether the filesystem holding ``path`` has less than ``min_free_bytes`` left."""
-    try:
-        return shutil.disk_usage(path).free < min_free_bytes
-    except OSError:
-        return False
 
 
 def _summary(result: Any, files: dict[str, Path]) -> dict[str, Any]:
@@ -112,6 +102,12 @@ def _summary(result: Any, files: dict[str, Path]) -> dict[str, Any]:
         "masker": (ev.get("masker") or {}).get("name"),
         "files": {k: Path(v).name for k, v in files.items()},
     }
+
+
+def _largest_output_bytes(result: Any) -> int:
+    """Size of the largest audio file ``result.write`` makes (samples × bytes per sample)."""
+    width = 4 if getattr(result.params, "output_format", "PCM_16") == "FLOAT" else 2
+    return int(max(len(result.target), len(result.residual)) * width + 4096)
 
 
 def run_attempt(sep: Any, spec: JobSpec) -> Outcome:
@@ -141,14 +137,23 @@ def run_attempt(sep: Any, spec: JobSpec) -> Outcome:
         return Outcome(True, summary=_summary(result, files), duration_s=time.perf_counter() - t0)
     except Exception as exc:  # every failure becomes an error.json; the daemon goes on
         kind = classify(exc)
-        if kind == TRANSIENT and stage == "write" and disk_nearly_full(spec.out_dir):
-            kind = RESOURCE  # libsndfile reports a full disk as an empty LibsndfileError
         message = str(exc) or exc.__class__.__name__
+        more: dict[str, Any] = {}
+        if kind != INPUT and stage == "write":
+            # libsndfile reports a full disk, a quota or a file size limit as "System error."
+            # (errno lost): ask the filesystem whether there is room, while the cut-short outputs
+            # still take theirs, and compare the file size limit with the largest result file.
+            more["probe_bytes"] = room_probe_bytes(spec.out_dir)
+            more["file_bytes"] = _largest_output_bytes(result)
+            why = why_no_room(spec.out_dir, more["probe_bytes"], more["file_bytes"])
+            if why:
+                kind = RESOURCE
+                message = f"no room to write the results in {Path(spec.out_dir).parent}: {why} ({exc.__class__.__name__}: {message})"
         if isinstance(exc, MemoryError):
             message = "out of memory"
         log.error("stage failed", stage=stage, error_type=exc.__class__.__name__, error=message, kind=kind)
         tb = "" if kind == INPUT else "".join(traceback.format_exception(exc))[-4000:]
-        out = Outcome.failure(kind, exc.__class__.__name__, message, stage, traceback=tb)
+        out = Outcome.failure(kind, exc.__class__.__name__, message, stage, traceback=tb, **more)
         out.duration_s = time.perf_counter() - t0
         return out
 

@@ -46,6 +46,8 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
         ("params: {no_such_param: 1}\n", ["no_such_param"]),
         ("workers: 0\n", ["workers"]),
         ("device: tpu\n", ["device"]),
+        ("max_channels: 0\n", ["max_channels"]),
+        ("max_sample_rate: 4000\n", ["max_sample_rate"]),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, extra, words):

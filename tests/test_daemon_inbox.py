@@ -212,3 +212,59 @@ def test_display_keeps_undecodable_names_printable():
     raw = b"bad\xffname".decode("utf-8", "surrogateescape")
     assert inbox.display(raw) == "bad\\xffname"
     json.dumps(inbox.display(raw))
+
+
+def test_discard_killed_midway_leaves_no_half_deleted_job(dirs):
+    # Regression (crash chaos): SIGKILL during Claim.discard()'s rmtree left an empty or partial
+    # work/<id>/: without claim.json it was never adopted nor removed (left in work/ forever);
+    # without commit.json but with its inputs, a committed job would have been run again.
+    import subprocess
+    import sys
+
+    box, work = dirs
+    drop_flat(box, "big")
+    c = inbox.claim(inbox.scan(box)[("flat", "big")], box, work, "t:1")
+    for i in range(30000):  # enough files that the deletion takes a while
+        (c.inputs / f"extra-{i:05d}").write_bytes(b"x")
+    job_dir = c.dir
+    c.release()
+    code = (
+        "import sys; from pathlib import Path; from daemon import inbox\n"
+        "c = inbox.adopt(Path(sys.argv[1]), Path(sys.argv[2]), 't:2')\n"
+        "print('adopted', flush=True); c.discard(); print('done', flush=True)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(job_dir), str(box)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "adopted"
+
+    def deleting() -> bool:
+        trash = [n for n in os.listdir(work) if n.startswith(inbox.TRASH_PREFIX)]
+        target = work / trash[0] / "inputs" if trash else c.inputs
+        try:
+            return len(os.listdir(target)) < 29000
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while not deleting() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    assert not job_dir.exists()  # all or nothing under the job's own name
+    assert inbox.job_dirs(work) == []
+    assert inbox.remove_stale_stages(work, "t:3") >= 1
+    assert os.listdir(work) == []
+
+
+def test_names_that_are_not_utf8_are_refused_with_a_reason(dirs):
+    # Regression (torture suite, security): libsndfile cannot open such a path, so a valid WAV
+    # failed as "not a readable audio file ('utf-8' codec can't encode …)".
+    box, _ = dirs
+    mix, query, _ = pair_audio()
+    for role, data in (("mix", mix), ("query", query)):
+        with open(os.fsencode(box) + b"/caf\xe9." + role.encode() + b".wav", "wb") as f:
+            f.write(data)
+    (cand,) = inbox.scan(box).values()
+    assert cand.complete and len(cand.problems) == 2
+    assert all("the file name is not valid UTF-8" in p for p in cand.problems)
+    v = _assess(cand, box, stable_s=1.0)
+    assert v.status == "bad" and v.reason.startswith("caf\\xe9.")

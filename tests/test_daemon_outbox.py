@@ -108,3 +108,36 @@ def test_ledger_is_shared_by_threads_and_connections(tmp_path):
     for t in threads:
         t.join()
     assert Ledger(path, readonly=True).counts()[DONE] == 75
+
+
+def test_stale_status_tmp_files_are_removed(tmp_path):
+    # Regression (crash chaos): a daemon killed while rewriting status.json left
+    # work/.status.json.tmp-PID behind, one more after every such kill.
+    from daemon.outbox import remove_stale_json_tmp
+
+    status = tmp_path / "status.json"
+    outbox.write_json_atomic(status, {"a": 1})
+    for pid in (11, 12, os.getpid()):
+        (tmp_path / f".status.json.tmp-{pid}").write_text("{")
+    (tmp_path / ".other.json.tmp-11").write_text("{")
+    assert sorted(remove_stale_json_tmp(status, os.getpid())) == [".status.json.tmp-11", ".status.json.tmp-12"]
+    assert sorted(os.listdir(tmp_path)) == [".other.json.tmp-11", f".status.json.tmp-{os.getpid()}", "status.json"]
+
+
+def test_apply_umask_fixes_writer_modes_but_not_inputs(tmp_path):
+    # Regression (torture suite, umask): the core writes audio through mkstemp (always 0600), so
+    # target.wav/residual.wav ignored the documented umask (0027 → rw-r-----).
+    res = tmp_path / ".tmp-x"
+    (res / "inputs").mkdir(parents=True)
+    (res / "sub").mkdir()
+    for p, mode in ((res / "target.wav", 0o600), (res / "event.json", 0o644), (res / "sub" / "a.png", 0o666),
+                    (res / "inputs" / "mix.wav", 0o604)):
+        p.write_bytes(b"x")
+        os.chmod(p, mode)
+    os.symlink("/etc/passwd", res / "link")
+    outbox.apply_umask(res, 0o027)
+    mode = lambda p: os.lstat(p).st_mode & 0o7777  # noqa: E731
+    assert [mode(res / n) for n in ("target.wav", "event.json", "sub/a.png")] == [0o640] * 3
+    assert mode(res / "sub") == 0o750 and mode(res) == 0o750
+    assert mode(res / "inputs" / "mix.wav") == 0o604  # the user's file keeps its mode
+    assert os.path.islink(res / "link")

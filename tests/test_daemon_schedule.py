@@ -11,7 +11,7 @@ from PIL import Image
 
 from daemon import report, schedule
 from daemon.ledger import DONE, FAILED, Ledger
-from daemon.service import sd_notify, watchdog_interval_s
+from daemon.notify import sd_notify, watchdog_interval_s
 
 
 def _at(h, m):

@@ -253,7 +253,7 @@ def test_two_daemons_share_one_inbox_exactly_once(tmp_path):
 
 def test_sigterm_then_sigkill_mid_job_then_restart_completes_once(tmp_path):
     cfg = write_config(tmp_path, grace_s=0.5)
-    drop_flat(tmp_path / "inbox", "slow", seconds=10.0, sidecar="opt_steps: 500\n")
+    drop_flat(tmp_path / "inbox", "slow", seconds=10.0, sidecar="masker: seed\nopt_steps: 500\n")
     db = tmp_path / "work" / "state.db"
 
     def running() -> bool:
@@ -313,7 +313,7 @@ def test_sigterm_then_sigkill_mid_job_then_restart_completes_once(tmp_path):
 
 def test_timeouts_are_retried_then_fail_and_the_daemon_goes_on(tmp_path):
     cfg = write_config(tmp_path, job_timeout_s=1.0, max_attempts=2, retry_backoff_s=0.1)
-    drop_flat(tmp_path / "inbox", "endless", seconds=10.0, sidecar="opt_steps: 1000\n")
+    drop_flat(tmp_path / "inbox", "endless", seconds=10.0, sidecar="masker: seed\nopt_steps: 1000\n")
     drop_flat(tmp_path / "inbox", "quick", seconds=2.0)
     p = run_cli("once", "--config", str(cfg), timeout=240)
     assert p.returncode == 0, p.stdout[-3000:]
@@ -371,8 +371,10 @@ def test_full_outbox_is_retried_until_space_returns(tmp_path, tiny_fs):
         d.wait_notify("READY=1")
         drop_flat(tmp_path / "inbox", "big")
         status = tmp_path / "work" / "status.json"
-        # More retries than max_attempts: a full disk never fails a job, it waits for space.
-        wait_for(lambda: sum(t["state"] == "retried" for t in ledger_transitions(db)) >= 3, 60, what="retries")
+        # A full disk never fails a job: it waits for space (without re-running the separation
+        # while the outbox stays full), beyond max_attempts.
+        wait_for(lambda: sum(t["state"] == "retried" for t in ledger_transitions(db)) >= 1, 60, what="a retry")
+        wait_for(lambda: sum(e.get("event") == "outbox still full; job waits" for e in d.log_events()) >= 3, 30, what="waiting")
         wait_for(lambda: json.loads(status.read_text()).get("disk_full"), 10, what="disk_full in status.json")
         assert not failures(tmp_path / "failed") and not results(outbox)
         assert any(e.get("kind") == "resource" for e in d.log_events() if e.get("event") == "job will be retried")
@@ -389,7 +391,7 @@ def test_full_outbox_is_retried_until_space_returns(tmp_path, tiny_fs):
 
 def test_thread_isolation_timeout_exits_75_and_the_job_resumes(tmp_path):
     cfg = write_config(tmp_path, isolation="thread", job_timeout_s=1.0, max_attempts=3)
-    drop_flat(tmp_path / "inbox", "stuck", seconds=10.0, sidecar="opt_steps: 400\n")
+    drop_flat(tmp_path / "inbox", "stuck", seconds=10.0, sidecar="masker: seed\nopt_steps: 400\n")
     p = run_cli("once", "--config", str(cfg), timeout=120)
     assert p.returncode == 75, p.stdout[-3000:]  # a thread cannot be killed: restart the process
     assert any(json.loads(l).get("event") == "job timed out" for l in p.stdout.splitlines())

@@ -92,3 +92,55 @@ def test_isolation_choice():
     assert choose_isolation("auto", "cpu", 4).parent_threads == 1
     assert choose_isolation("auto", "cuda:0", 4).isolation == "thread"
     assert choose_isolation("thread", "cpu", 4).parent_threads == 4
+
+
+def test_no_room_sees_quota_and_size_limits_that_free_space_hides(tmp_path):
+    # Regression (torture suite, full outbox under a file size limit / quota): libsndfile says
+    # "System error." and statvfs shows free space, so the job was called transient and failed
+    # after max_attempts. The write probe sees EFBIG (and ENOSPC, EDQUOT) itself.
+    import subprocess
+    import sys
+
+    from daemon.room import no_room
+
+    assert no_room(tmp_path) is None and os.listdir(tmp_path) == []  # the probe cleans up
+    code = (
+        "import resource, sys; from daemon.room import no_room\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "print(no_room(sys.argv[1], 2 << 20))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == os.strerror(errno.EFBIG), p.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_failure_without_room_is_a_resource_error(tmp_path, sep):
+    import resource
+
+    spec = _spec(tmp_path)
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    pid = os.fork()
+    if pid == 0:  # a child with a 16 KiB file size limit: the results cannot be written
+        code = 1
+        try:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, hard))
+            from daemon.worker import run_attempt
+
+            out = run_attempt(sep, spec)
+            (tmp_path / "outcome.json").write_text(json.dumps(out.error))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    err = json.loads((tmp_path / "outcome.json").read_text())
+    assert err["kind"] == RESOURCE and err["stage"] == "write"
+    assert "no room to write the results" in err["message"] and os.strerror(errno.EFBIG) in err["message"]
+
+
+def test_stale_room_probes_are_removed(tmp_path):
+    from daemon.room import PROBE_PREFIX, remove_stale_probes
+
+    (tmp_path / f"{PROBE_PREFIX}123-456").write_bytes(b"\0" * 10)
+    (tmp_path / "keep").mkdir()
+    assert remove_stale_probes(tmp_path) == 1 and os.listdir(tmp_path) == ["keep"]
