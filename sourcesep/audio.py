@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -292,8 +292,10 @@ def write(path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE,
     if subtype == "PCM_16":
         x = peak_safe(x)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    # A unique temporary name created with mode 0666 so the process umask applies (mkstemp would
+    # force 0600 on every output file).
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.part")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         sf.write(tmp, x, sr, subtype=subtype, format=container)
         os.replace(tmp, path)

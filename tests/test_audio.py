@@ -345,3 +345,13 @@ def test_is_silent(rng):
     assert is_silent(10 ** (-70 / 20) * rng.standard_normal(16000))  # about -70 dBFS
     assert not is_silent(10 ** (-50 / 20) * rng.standard_normal(16000))
     assert is_silent(10 ** (-50 / 20) * rng.standard_normal(16000), floor_db=-40)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = write(tmp_path / "x.wav", np.zeros(1600, np.float32))
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o640
+    assert not list(tmp_path.glob(".*.part"))
