@@ -438,10 +438,14 @@ class Service(Intake, Outcomes, Status):
 
     def _next_queued(self, now: float) -> Job | None:
         due = sorted((j for j in self._queue.values() if j.next_at <= now and not j.final_error), key=lambda j: j.next_at)
+        checked: dict[tuple[int, int], str | None] = {}  # one probe per size, not one per waiting job
         for job in due:
             if job.resource_blocked:
                 # Still no room in the outbox: do not spend a whole separation to find out again.
-                why = why_no_room(self.cfg.outbox, job.probe_bytes, job.file_bytes)
+                size = (job.probe_bytes, job.file_bytes)
+                if size not in checked:
+                    checked[size] = why_no_room(self.cfg.outbox, *size)
+                why = checked[size]
                 if why:
                     job.next_at = now + max(self.cfg.retry_backoff_max_s, 0.2)
                     self._disk_full = {**(self._disk_full or {}), "path": str(self.cfg.outbox), "error": why,
@@ -452,7 +456,6 @@ class Service(Intake, Outcomes, Status):
             del self._queue[job.id]
             return job
         return None
-
 
     def _validate(self, job: Job) -> bool:
         """Check the claimed files and the sidecar; a bad job goes to failed/ right away."""
