@@ -391,7 +391,8 @@ def test_full_outbox_is_retried_until_space_returns(tmp_path, tiny_fs):
 
 def test_thread_isolation_timeout_exits_75_and_the_job_resumes(tmp_path):
     cfg = write_config(tmp_path, isolation="thread", job_timeout_s=1.0, max_attempts=3)
-    drop_flat(tmp_path / "inbox", "stuck", seconds=10.0, sidecar="masker: seed\nopt_steps: 400\n")
+    # Seconds of DGMO however fast the machine: 1000 steps over a 30 s mixture.
+    drop_flat(tmp_path / "inbox", "stuck", seconds=30.0, sidecar="masker: seed\nopt_steps: 1000\n")
     p = run_cli("once", "--config", str(cfg), timeout=120)
     assert p.returncode == 75, p.stdout[-3000:]  # a thread cannot be killed: restart the process
     assert any(json.loads(l).get("event") == "job timed out" for l in p.stdout.splitlines())
