@@ -253,7 +253,7 @@ def test_two_daemons_share_one_inbox_exactly_once(tmp_path):
 
 def test_sigterm_then_sigkill_mid_job_then_restart_completes_once(tmp_path):
     cfg = write_config(tmp_path, grace_s=0.5)
-    drop_flat(tmp_path / "inbox", "slow", seconds=10.0, sidecar="masker: seed\nopt_steps: 500\n")
+    drop_flat(tmp_path / "inbox", "slow", seconds=30.0, sidecar="masker: seed\nopt_steps: 500\n")
     db = tmp_path / "work" / "state.db"
 
     def running() -> bool:
@@ -313,7 +313,7 @@ def test_sigterm_then_sigkill_mid_job_then_restart_completes_once(tmp_path):
 
 def test_timeouts_are_retried_then_fail_and_the_daemon_goes_on(tmp_path):
     cfg = write_config(tmp_path, job_timeout_s=1.0, max_attempts=2, retry_backoff_s=0.1)
-    drop_flat(tmp_path / "inbox", "endless", seconds=10.0, sidecar="masker: seed\nopt_steps: 1000\n")
+    drop_flat(tmp_path / "inbox", "endless", seconds=30.0, sidecar="masker: seed\nopt_steps: 1000\n")
     drop_flat(tmp_path / "inbox", "quick", seconds=2.0)
     p = run_cli("once", "--config", str(cfg), timeout=240)
     assert p.returncode == 0, p.stdout[-3000:]
