@@ -769,7 +769,8 @@ def section_daemon(args: argparse.Namespace, res: dict[str, Any], model_dir: Pat
                    precision: str) -> None:
     import yaml
 
-    log(f"\n## Daemon throughput ({len(cases)} case(s), `sourcesep-daemon once`)\n")
+    log(f"\n## Daemon throughput ({len(cases)} case(s), `sourcesep-daemon once`, {args.daemon_workers} worker(s) x "
+        f"{max(1, args.threads // args.daemon_workers)} thread(s))\n")
     try:
         from daemon import cli as dcli
     except ImportError:
@@ -788,7 +789,8 @@ def section_daemon(args: argparse.Namespace, res: dict[str, Any], model_dir: Pat
         (staging / "meta.json").unlink(missing_ok=True)
         staging.rename(folders["inbox"] / c.name)
     cfg: dict[str, Any] = {**{k: str(v) for k, v in folders.items()}, "model": str(model_dir), "offline": True,
-                           "device": args.device, "threads": args.threads, "precision": precision,
+                           "device": args.device, "precision": precision, "workers": args.daemon_workers,
+                           "threads": max(1, args.threads // args.daemon_workers),
                            "settle_s": 0.2, "report_time": None, "log_format": "json", "allow_root": True}
     cfg_path = root / "daemon.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -840,6 +842,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--long-minutes", type=float, default=10.0, help="length of the long mixture (default 10)")
     ap.add_argument("--agreement-cases", type=int, default=0, help="cases for the precision table (0 = all)")
     ap.add_argument("--daemon-cases", type=int, default=0, help="cases for the daemon run (0 = all)")
+    ap.add_argument("--daemon-workers", type=int, default=1,
+                    help="daemon workers (jobs at once); each gets --threads / workers torch threads (default 1)")
     ap.add_argument("--model-dir", help="reuse this saved random base AST instead of building one")
     ap.add_argument("--seed", type=int, default=0, help="random-weight seed (default 0)")
     ap.add_argument("--json", type=Path, help="also write all results here")

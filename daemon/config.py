@@ -11,7 +11,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -25,6 +25,39 @@ class ConfigError(Exception):
     """The daemon's configuration is unusable. The message is one line for the operator."""
 
     exit_code = 2
+
+
+WORKER_MEMORY_BYTES = 1 << 30  # peak RSS of one 10 s job's child is about 0.6-0.9 GiB (README: Performance)
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def effective_workers(cfg: "DaemonConfig", isolation: str) -> int:
+    """``cfg.workers``, with ``auto`` resolved for this machine.
+
+    Thread isolation (CUDA) runs 2 jobs so one can prepare while the other uses the GPU. Fork
+    isolation (CPU) runs one job per ``threads`` usable cores, but no more than the available memory
+    holds at about 1 GiB per job.
+    """
+    if cfg.workers != "auto":
+        return int(cfg.workers)
+    if isolation == "thread":
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, cores // cfg.threads)
+    mem = _available_memory()
+    if mem is not None:
+        n = min(n, max(1, mem // WORKER_MEMORY_BYTES))
+    return min(n, 64)
 
 
 def parse_hhmm(text: str) -> tuple[int, int]:
@@ -67,7 +100,14 @@ class DaemonConfig(RuntimeOptions):
     params: dict[str, Any] = Field(default_factory=dict, description="Separation parameter defaults for every job.")
 
     # --- jobs ----------------------------------------------------------------------------
-    workers: int = Field(1, ge=1, le=64, description="Jobs run at the same time.")
+    # Throughput beats latency for a batch service: on CPU, jobs side by side with one thread each
+    # outrun one job using every core (small AST matmuls scale poorly across threads; measured on
+    # 2 cores: 2 workers x 1 thread 5,400 pairs/h, 1 worker x 2 threads 3,800).
+    threads: int = Field(1, ge=1, le=256, description="Torch CPU threads per job.")
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto", description="Jobs run at the same time; auto: on CPU one per `threads` usable cores "
+        "(capped by memory, about 1 GiB each), on CUDA 2."
+    )
     isolation: Literal["auto", "fork", "thread"] = Field(
         "auto", description="fork: each job in a forked child (real timeouts); thread: in-process "
         "(needed for CUDA); auto: fork on CPU, thread on CUDA."

@@ -37,7 +37,7 @@ from sourcesep.audio import probe as probe_audio
 
 from . import __version__, inbox, logs, outbox, report, schedule, validate
 from .admission import AudioGate, Limits
-from .config import ConfigError, DaemonConfig, load_config, prepare_folders
+from .config import ConfigError, DaemonConfig, effective_workers, load_config, prepare_folders
 from .intake import Intake
 from .job import Job, iso
 from .ledger import RUNNING, Ledger
@@ -76,6 +76,7 @@ class Service(Intake, Outcomes, Status):
         self.ledger: Ledger | None = None
         self.sep: Any = None
         self.isolation = "fork"
+        self.workers = 1
         self.settler = inbox.Settler()
         self._candidates: dict[tuple[str, str], inbox.Candidate] = {}
         self._verdicts: dict[tuple[str, str], inbox.Verdict] = {}
@@ -138,6 +139,7 @@ class Service(Intake, Outcomes, Status):
             return EXIT_CONFIG
         try:
             self.sep, self.isolation = self._load_model(cfg)
+            self.workers = effective_workers(cfg, self.isolation)
         except (ModelError, ParamError) as e:
             self.log.error(
                 "cannot load the model",
@@ -164,7 +166,7 @@ class Service(Intake, Outcomes, Status):
                 mode="once" if self.once else "run",
                 model=cfg.model,
                 isolation=self.isolation,
-                workers=cfg.workers,
+                workers=self.workers,
                 inbox=str(cfg.inbox),
                 outbox=str(cfg.outbox),
                 window_open=self._window_open,
@@ -422,7 +424,7 @@ class Service(Intake, Outcomes, Status):
             self._fail(job, job.final_error)
         if not (self._window_open or self.once):
             return
-        while len(self._running) < self.cfg.workers:
+        while len(self._running) < self.workers:
             job = self._next_queued(now)
             if job is None:
                 cand = self._next_ready()
@@ -577,6 +579,7 @@ class Service(Intake, Outcomes, Status):
             return
         changed = sorted(k for k in new.model_fields if getattr(new, k) != getattr(old, k))
         self.cfg, self.sep, self.isolation, self.ledger = new, sep, isolation, ledger
+        self.workers = effective_workers(new, isolation)
         logs.configure(new.log_level, new.log_format, self.stream, self.job_logs)
         os.umask(new.umask)
         self.gate = AudioGate(probe_audio, _limits(new))

@@ -57,7 +57,7 @@ class Status:
             "windows": list(self.cfg.windows),
             "model": self.cfg.model,
             "isolation": self.isolation,
-            "workers": self.cfg.workers,
+            "workers": self.workers,
             "queue": {
                 "length": sum(v.status in ("ready", "pending") for v in verdicts) + len(self._queue),
                 "inbox_ready": sum(v.status == "ready" for v in verdicts),

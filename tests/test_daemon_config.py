@@ -86,3 +86,20 @@ def test_prepare_folders_creates_them(tmp_path):
     prepare_folders(cfg)
     for name in ("in", "out", "work", "failed"):
         assert (tmp_path / name).is_dir()
+
+
+def test_workers_auto_resolves_to_cores_per_thread_on_cpu_and_two_on_cuda(tmp_path):
+    import os
+
+    from daemon.config import _available_memory, effective_workers
+
+    cores = len(os.sched_getaffinity(0))
+    mem_slots = max(1, (_available_memory() or 1 << 40) >> 30)
+    auto1 = load_config(_write(tmp_path, BASE))
+    assert auto1.workers == "auto" and auto1.threads == 1
+    assert effective_workers(auto1, "fork") == min(cores, mem_slots, 64)
+    auto2 = load_config(_write(tmp_path, BASE + "threads: 2\n"))
+    assert effective_workers(auto2, "fork") == min(max(1, cores // 2), mem_slots)
+    assert effective_workers(auto1, "thread") == 2
+    fixed = load_config(_write(tmp_path, BASE + "workers: 3\n"))
+    assert effective_workers(fixed, "fork") == 3 and effective_workers(fixed, "thread") == 3
