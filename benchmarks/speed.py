@@ -769,8 +769,12 @@ def section_daemon(args: argparse.Namespace, res: dict[str, Any], model_dir: Pat
                    precision: str) -> None:
     import yaml
 
-    log(f"\n## Daemon throughput ({len(cases)} case(s), `sourcesep-daemon once`, {args.daemon_workers} worker(s) x "
-        f"{max(1, args.threads // args.daemon_workers)} thread(s))\n")
+    if args.daemon_workers:
+        sizing = {"workers": args.daemon_workers, "threads": max(1, args.threads // args.daemon_workers)}
+        how = f"{sizing['workers']} worker(s) x {sizing['threads']} thread(s)"
+    else:
+        sizing, how = {}, "the daemon's default workers and threads"
+    log(f"\n## Daemon throughput ({len(cases)} case(s), `sourcesep-daemon once`, {how})\n")
     try:
         from daemon import cli as dcli
     except ImportError:
@@ -789,8 +793,7 @@ def section_daemon(args: argparse.Namespace, res: dict[str, Any], model_dir: Pat
         (staging / "meta.json").unlink(missing_ok=True)
         staging.rename(folders["inbox"] / c.name)
     cfg: dict[str, Any] = {**{k: str(v) for k, v in folders.items()}, "model": str(model_dir), "offline": True,
-                           "device": args.device, "precision": precision, "workers": args.daemon_workers,
-                           "threads": max(1, args.threads // args.daemon_workers),
+                           "device": args.device, "precision": precision, **sizing,
                            "settle_s": 0.2, "report_time": None, "log_format": "json", "allow_root": True}
     cfg_path = root / "daemon.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -805,11 +808,13 @@ def section_daemon(args: argparse.Namespace, res: dict[str, Any], model_dir: Pat
     st = subprocess.run([*runner, "status", "--config", str(cfg_path), "--json"], capture_output=True, text=True,
                         cwd=REPO, env=env)
     try:
-        thr = json.loads(st.stdout).get("last_24h", {})
+        st_json = json.loads(st.stdout)
     except ValueError:
-        thr = {}
+        st_json = {}
+    thr = st_json.get("last_24h", {})
     res["daemon"] = {"wall_s": wall, "cases": len(cases), "throughput": thr, "exit": proc.returncode}
-    rows = [["process wall (start, model load, all jobs, exit)", f"{wall:.1f} s"],
+    rows = [["workers x torch threads each", f"{st_json.get('daemon', {}).get('workers')} x {sizing.get('threads', 1)}"],
+            ["process wall (start, model load, all jobs, exit)", f"{wall:.1f} s"],
             ["jobs done / failed", f"{thr.get('done')} / {thr.get('failed')}"],
             ["pairs per hour (first job start → last job end)", thr.get("jobs_per_hour")],
             ["pairs per hour incl. start-up", f"{3600 * len(cases) / wall:.0f}"],
@@ -842,8 +847,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--long-minutes", type=float, default=10.0, help="length of the long mixture (default 10)")
     ap.add_argument("--agreement-cases", type=int, default=0, help="cases for the precision table (0 = all)")
     ap.add_argument("--daemon-cases", type=int, default=0, help="cases for the daemon run (0 = all)")
-    ap.add_argument("--daemon-workers", type=int, default=1,
-                    help="daemon workers (jobs at once); each gets --threads / workers torch threads (default 1)")
+    ap.add_argument("--daemon-workers", type=int, default=None,
+                    help="daemon workers (jobs at once), each with --threads / workers torch threads "
+                    "(default: the daemon's own defaults, workers auto with 1 thread each)")
     ap.add_argument("--model-dir", help="reuse this saved random base AST instead of building one")
     ap.add_argument("--seed", type=int, default=0, help="random-weight seed (default 0)")
     ap.add_argument("--json", type=Path, help="also write all results here")
