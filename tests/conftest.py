@@ -13,6 +13,17 @@ import pytest
 
 from signals import SR, make_pair  # noqa: E402
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here rather than in tests/reliability/conftest.py so `--full` works whatever paths are given.
+    parser.addoption(
+        "--full",
+        action="store_true",
+        default=False,
+        help="reliability suite: the large configuration (500 chaos jobs with kills, 200 jobs on two "
+        "daemons, 2000 jobs of load) instead of the small CI one",
+    )
+
+
 TINY_LABELS = ["Speech", "Music", "Dog", "Siren", "Chainsaw", "Sine wave"]
 
 

@@ -22,16 +22,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # torture helpers next to the tests
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--full",
-        action="store_true",
-        default=False,
-        help="reliability suite: the large configuration (500 chaos jobs with kills, 200 jobs on two "
-        "daemons, 2000 jobs of load) instead of the small CI one",
-    )
-
-
 @dataclass(frozen=True)
 class Scale:
     """Sizes of one configuration of the suite."""
