@@ -107,6 +107,23 @@ def _gate(m: torch.Tensor, act: torch.Tensor, floor: float) -> torch.Tensor:
     return (floor + (1.0 - floor) * m) * act[None, :]
 
 
+def _soft_mask(
+    mix_stft, query_stft, detection: Detection, frame_times_s: np.ndarray | None, *, power: float,
+    n_query_atoms: int, n_background_atoms: int, n_free_atoms: int | None, n_iter: int, seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """The shared core of both maskers: (mixture magnitude (F, T), activity (T,), ungated soft mask
+    ``S^p / (S^p + B^p)`` (F, T) or None when there is nothing to extract, info)."""
+    V, Vq = _to_mag(mix_stft), _to_mag(query_stft)
+    act = torch.as_tensor(activity_on_grid(detection, V.shape[1], frame_times_s), dtype=torch.float32)
+    info: dict[str, Any] = {"active_frames": int((act >= 0.5).sum())}
+    if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:
+        return V, act, None, info
+    S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
+                     n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed)
+    Sp, Bp = S.pow(power), B.pow(power)
+    return V, act, Sp / (Sp + Bp + nmf.EPS), info
+
+
 def mask_nmf(
     mix_stft,
     query_stft,
@@ -139,15 +156,11 @@ def mask_nmf(
     MaskResult with ``mask`` (F, T) float32 numpy in [0, 1] and ``info`` (target share of the
     active frames' energy, number of active frames).
     """
-    V, Vq = _to_mag(mix_stft), _to_mag(query_stft)
-    act = torch.as_tensor(activity_on_grid(detection, V.shape[1], frame_times_s), dtype=torch.float32)
-    info: dict[str, Any] = {"active_frames": int((act >= 0.5).sum())}
-    if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:
+    V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
+                                 n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
+                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed)
+    if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
-    S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                     n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed)
-    Sp, Bp = S.pow(power), B.pow(power)
-    m = Sp / (Sp + Bp + nmf.EPS)
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
     info["target_share"] = float((m * V.pow(2)).sum() / (V.pow(2).sum() + nmf.EPS))
     return MaskResult(mask=mask.numpy().astype(np.float32), info=info)
@@ -203,15 +216,11 @@ def mask_wiener(
     masker and unused. Returns MaskResult with ``mask`` (F, T) in [0, 1] and the refinement's
     ``loss_history``.
     """
-    V, Vq = _to_mag(mix_stft), _to_mag(query_stft)
-    act = torch.as_tensor(activity_on_grid(detection, V.shape[1], frame_times_s), dtype=torch.float32)
-    info: dict[str, Any] = {"active_frames": int((act >= 0.5).sum())}
-    if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:
+    V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
+                                 n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
+                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed)
+    if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
-    S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                     n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed)
-    Sp, Bp = S.pow(power), B.pow(power)
-    m = Sp / (Sp + Bp + nmf.EPS)
     history: list[float] = []
     if steps > 0:
         m, history = tv_refine(m, steps=steps, lr=lr, lambda_tv=lambda_tv)
