@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import nmf
+from .dgmo import refine_tv
 from .types import Detection, MaskResult
 
 
@@ -166,31 +167,6 @@ def mask_nmf(
     return MaskResult(mask=mask.numpy().astype(np.float32), info=info)
 
 
-def tv_refine(mask0: torch.Tensor, *, steps: int = 18, lr: float = 0.1, lambda_tv: float = 0.05) -> tuple[torch.Tensor, list[float]]:
-    """Refine a mask (F, T) in [0, 1]: Adam on logits of ``|m - m0|² + lambda_tv * TV(m)``
-    (TV = mean absolute difference along time and frequency). Returns (mask, loss history of
-    steps + 1 values)."""
-    m0 = mask0.detach().clamp(1e-4, 1 - 1e-4)
-    z = torch.logit(m0).clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
-
-    def loss_fn() -> torch.Tensor:
-        m = torch.sigmoid(z)
-        tv = (m[:, 1:] - m[:, :-1]).abs().mean() + (m[1:] - m[:-1]).abs().mean()
-        return (m - m0).pow(2).mean() + lambda_tv * tv
-
-    history = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_fn()
-        history.append(float(loss.detach()))
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        history.append(float(loss_fn()))
-        return torch.sigmoid(z), history
-
-
 def mask_wiener(
     mix_stft,
     query_stft,
@@ -211,7 +187,7 @@ def mask_wiener(
 ) -> MaskResult:
     """NMF generalised Wiener mask ``S^p / (S^p + B^p)`` refined with a TV penalty, gated by activity.
 
-    Same inputs as :func:`mask_nmf`; ``steps``/``lr``/``lambda_tv`` drive :func:`tv_refine`
+    Same inputs as :func:`mask_nmf`; ``steps``/``lr``/``lambda_tv`` drive :func:`sourcesep.dgmo.refine_tv`
     (``steps=0`` skips it). ``lambda_sat`` is accepted for interface compatibility with the DGMO
     masker and unused. Returns MaskResult with ``mask`` (F, T) in [0, 1] and the refinement's
     ``loss_history``.
@@ -223,6 +199,6 @@ def mask_wiener(
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     history: list[float] = []
     if steps > 0:
-        m, history = tv_refine(m, steps=steps, lr=lr, lambda_tv=lambda_tv)
+        m, history = refine_tv(m, steps=steps, lr=lr, lambda_tv=lambda_tv)
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
     return MaskResult(mask=mask.numpy().astype(np.float32), loss_history=history, info=info)

@@ -8,7 +8,8 @@ import torch
 
 from signals import SR
 from sourcesep import features
-from sourcesep.maskers import activity_on_grid, mask_nmf, mask_wiener, tv_refine
+from sourcesep.dgmo import refine_tv
+from sourcesep.maskers import activity_on_grid, mask_nmf, mask_wiener
 from sourcesep.types import Detection, Segment
 
 NFFT, HOP = 512, 256
@@ -59,10 +60,10 @@ def test_activity_resampled_to_grid():
     assert np.allclose(activity_on_grid(det, 3), [0, 1, 0])
 
 
-def test_tv_refine_smooths_and_records_loss():
+def test_refine_tv_smooths_and_records_loss():
     g = torch.Generator().manual_seed(0)
     m0 = (torch.rand(20, 30, generator=g) > 0.5).float() * 0.8 + 0.1
-    m, hist = tv_refine(m0, steps=10, lr=0.1, lambda_tv=0.5)
+    m, hist = refine_tv(m0, steps=10, lr=0.1, lambda_tv=0.5)
     tv = lambda x: float((x[:, 1:] - x[:, :-1]).abs().mean())  # noqa: E731
     assert len(hist) == 11 and hist[-1] < hist[0]
     assert tv(m) < tv(m0) and float(m.min()) >= 0 and float(m.max()) <= 1
