@@ -315,8 +315,9 @@ def refine_tv(
 
     starting from ``m0 = clip(mask0, 1e-4, 1 - 1e-4)``. The same objective, optimiser and
     result (to float rounding) as autograd with ``torch.optim.Adam`` (tests/test_dgmo.py checks
-    it), with the gradient written out: one pass per step over the (F, T) arrays and no autograd graph or optimiser construction (the first ``torch.optim`` use in a
-    process costs ~2 s of imports; each autograd step ~3x this one).
+    it), with the gradient written out: one pass per step over the (F, T) arrays and no autograd
+    graph or optimiser construction (the first ``torch.optim`` use in a process costs ~2 s of
+    imports; each autograd step ~3x this one).
 
     Parameters
     ----------
