@@ -365,7 +365,7 @@ def instrument_ours(clock: StageClock) -> None:
     clock.wrap(am, "ast_fbank", "fbank")
     clock.wrap(am.AstModel, "_forward", "forward")
     clock.wrap(dgmo, "optimise_mask", "dgmo")
-    clock.wrap(maskers, "tv_refine", "dgmo")
+    clock.wrap(maskers, "refine_tv", "dgmo")
     clock.wrap(qd, "detect_query", "querydetect")
 
 
