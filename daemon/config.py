@@ -112,6 +112,13 @@ class DaemonConfig(RuntimeOptions):
         "auto", description="fork: each job in a forked child (real timeouts); thread: in-process "
         "(needed for CUDA); auto: fork on CPU, thread on CUDA."
     )
+    batch_windows: Literal["auto", "on", "off"] = Field(
+        "auto", description="Merge the AST forwards of jobs running at the same time into one batch; "
+        "auto: on with thread isolation on CUDA and more than one worker; never with fork isolation."
+    )
+    batch_wait_ms: float = Field(
+        5.0, gt=0, le=1000, description="How long a batched forward waits for other jobs' windows (ms)."
+    )
     settle_s: float = Field(2.0, gt=0, le=3600, description="Files must be unchanged this long.")
     orphan_timeout_s: float = Field(3600.0, gt=0, description="A job missing a partner this long fails.")
     job_timeout_s: float = Field(1800.0, gt=0, description="One attempt may run this long.")
@@ -150,6 +157,12 @@ class DaemonConfig(RuntimeOptions):
         if v is not None:
             parse_hhmm(v)
         return v
+
+    @field_validator("batch_windows", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads unquoted on/off as booleans.
+        return ("on" if v else "off") if isinstance(v, bool) else v
 
     @field_validator("umask", mode="before")
     @classmethod

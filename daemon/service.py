@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 from sourcesep import InputError, ModelError, ParamError, Separator
 from sourcesep.audio import probe as probe_audio
+from sourcesep.separator import resolve_device
 
 from . import __version__, inbox, logs, outbox, report, schedule, validate
 from .admission import AudioGate, Limits
@@ -189,11 +190,14 @@ class Service(Intake, Outcomes, Status):
             for s, h in handlers.items():
                 signal.signal(s, h)
             signal.set_wakeup_fd(-1)
-            self.log.info("daemon stopped", exit_code=self._exit_code, **self._counts)
+            batching = self.sep.batching_stats() if self.sep is not None else None
+            self.log.info("daemon stopped", exit_code=self._exit_code, **self._counts,
+                          **({"batching": batching} if batching is not None else {}))
         return self._exit_code
 
     def _load_model(self, cfg: DaemonConfig) -> tuple[Any, str]:
         choice = choose_isolation(cfg.isolation, cfg.device, cfg.threads)
+        batch_ms, batch_why = self._batching(cfg, choice.isolation)
         t0 = time.perf_counter()
         sep = Separator(
             model=cfg.model,
@@ -201,10 +205,20 @@ class Service(Intake, Outcomes, Status):
             threads=choice.parent_threads,
             precision=cfg.precision,
             offline=cfg.offline,
+            batch_wait_ms=batch_ms,
         )
-        self.log.info("model loaded", model=cfg.model, seconds=round(time.perf_counter() - t0, 3), isolation=choice.isolation, why=choice.reason)
+        self.log.info("model loaded", model=cfg.model, seconds=round(time.perf_counter() - t0, 3), isolation=choice.isolation,
+                      why=choice.reason, batch_windows="on" if batch_ms else "off", batch_wait_ms=batch_ms, batch_why=batch_why)
         self._warm_up(sep, cfg)
         return sep, choice.isolation
+
+    def _batching(self, cfg: DaemonConfig, isolation: str) -> tuple[float | None, str]:
+        """The forward batching wait (ms) for ``cfg`` with ``isolation``, None for off, and why.
+        Logs a warning when ``batch_windows: on`` cannot apply."""
+        wait, why = batching_choice(cfg, isolation, effective_workers(cfg, isolation))
+        if cfg.batch_windows == "on" and wait is None:
+            self.log.warning("batch_windows: on has no effect", why=why)
+        return wait, why
 
     def _warm_up(self, sep: Any, cfg: DaemonConfig) -> None:
         """One tiny separation in the daemon itself, so lazy imports and first-call set-up
@@ -578,6 +592,12 @@ class Service(Intake, Outcomes, Status):
             sd_notify("READY=1")
             return
         changed = sorted(k for k in new.model_fields if getattr(new, k) != getattr(old, k))
+        if sep is self.sep:  # same model: batching follows batch_windows, batch_wait_ms, workers
+            wait, why = self._batching(new, isolation)
+            if wait != sep.batch_wait_ms:
+                sep.set_batching(wait)  # running jobs finish their forwards with the old batcher
+                self.log.info("forward batching changed", batch_windows="on" if wait else "off", batch_wait_ms=wait,
+                              batch_why=why)
         self.cfg, self.sep, self.isolation, self.ledger = new, sep, isolation, ledger
         self.workers = effective_workers(new, isolation)
         logs.configure(new.log_level, new.log_format, self.stream, self.job_logs)
@@ -594,6 +614,29 @@ class Service(Intake, Outcomes, Status):
         self._dirty = True
         self.log.info("config reloaded", changed=changed, window_open=self._window_open)
         sd_notify("READY=1")
+
+
+def batching_choice(cfg: DaemonConfig, isolation: str, workers: int) -> tuple[float | None, str]:
+    """Whether jobs' AST forwards are merged into batches: the wait in ms (None: off) and why.
+
+    Batching merges forwards of jobs that share one model in one process, so it needs thread
+    isolation (a forked child runs one job alone). ``auto`` turns it on where it pays: a CUDA
+    device (a GPU runs 40 windows in about the time of 20; a CPU's cost grows with the windows)
+    and more than one worker. ``on`` forces it with thread isolation, e.g. on CPU for tests.
+    """
+    if cfg.batch_windows == "off":
+        return None, "batch_windows: off"
+    if cfg.model.strip().lower() == "none":
+        return None, "no AST model (model: none)"
+    if isolation != "thread":
+        return None, "fork isolation: each job runs alone in its own process"
+    if cfg.batch_windows == "on":
+        return cfg.batch_wait_ms, "batch_windows: on"
+    if resolve_device(cfg.device).type != "cuda":
+        return None, "auto: the device is a CPU"
+    if workers < 2:
+        return None, "auto: one worker"
+    return cfg.batch_wait_ms, f"auto: CUDA, thread isolation, {workers} workers"
 
 
 def _limits(cfg: DaemonConfig) -> Limits:

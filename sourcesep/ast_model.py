@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .batching import BatchStats, ForwardBatcher
 from .errors import ModelError, ParamError
 from .features import AST_MEAN, AST_STD, ast_fbank, ast_num_frames
 from .types import Classification, WindowScores
@@ -227,7 +228,9 @@ class AstModel:
 
     All methods run under ``torch.inference_mode`` with the model in eval mode; they do not change
     the model, so one instance can serve many calls (one at a time per instance on CPU is
-    fastest: torch already uses all ``threads`` inside each forward).
+    fastest: torch already uses all ``threads`` inside each forward). Threads sharing one
+    instance on a GPU can have their window and query forwards merged into one batch with
+    :meth:`enable_batching`.
     """
 
     def __init__(
@@ -258,6 +261,7 @@ class AstModel:
         self.time_stride: int = int(cfg.time_stride)
         self.n_freq_patches: int = (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1
         self._mean, self._std, self._do_normalize = float(mean), float(std), bool(do_normalize)
+        self.batcher: ForwardBatcher | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -388,6 +392,35 @@ class AstModel:
         tokens = out.last_hidden_state.float() if want_tokens else None
         return _Outputs(logits=logits.float(), pooled=out.pooler_output.float(), tokens=tokens)
 
+    @torch.inference_mode()
+    def _logits_pooled(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, frames, mels) → (logits (B, C), pooled (B, H)); the forward a batcher merges."""
+        o = self._forward(feats)
+        return o.logits, o.pooled
+
+    # ------------------------------------------------------------------ batching across callers
+    def enable_batching(self, wait_ms: float, max_batch: int = MAX_BATCH) -> ForwardBatcher:
+        """Merge the window and query forwards of concurrent callers (threads) into one forward.
+
+        A caller's forward waits up to ``wait_ms`` milliseconds for other callers whose inputs
+        have the same frame count, then runs once for all of them (at most ``max_batch`` windows;
+        see :class:`~sourcesep.batching.ForwardBatcher`). Each caller gets exactly its own rows:
+        results equal the unbatched ones up to float rounding. Worth it on a GPU shared by
+        several jobs; on CPU it only adds the wait. :meth:`patch_similarity` is not batched.
+        Replaces any batcher enabled before (calls in flight finish with the old one).
+        """
+        self.batcher = ForwardBatcher(self._logits_pooled, wait_ms=wait_ms, max_batch=max_batch)
+        return self.batcher
+
+    def disable_batching(self) -> None:
+        """Back to one forward per caller (calls in flight finish with the batcher they have)."""
+        self.batcher = None
+
+    def batching_stats(self) -> BatchStats | None:
+        """The batcher's counters (forwards run, windows, requests merged), or None when off."""
+        batcher = self.batcher
+        return None if batcher is None else batcher.stats()
+
     def _as_tensor(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x.float()
         return t.to(self.device)
@@ -397,17 +430,19 @@ class AstModel:
         """Equal-length 16 kHz clips (B, n) → (logits (B, C), embeddings (B, H)), float32.
 
         All clips run in batched forwards of at most ``MAX_BATCH`` at their own frame count
-        (``frames_for(n / 16000)``, at least one patch, at most ``max_length``).
+        (``frames_for(n / 16000)``, at least one patch, at most ``max_length``). With
+        :meth:`enable_batching`, each forward may also carry other callers' clips.
         """
         w = self._as_tensor(waves)
         if w.ndim != 2 or w.shape[0] == 0:
             raise ValueError(f"waves must be (B, n) with B ≥ 1, got shape {tuple(w.shape)}")
         n_frames = self._input_frames(w.shape[1])
+        forward = self._logits_pooled if self.batcher is None else self.batcher.run  # read once
         logits, pooled = [], []
         for i in range(0, w.shape[0], MAX_BATCH):
-            o = self._forward(self.fbank(w[i:i + MAX_BATCH], n_frames))
-            logits.append(o.logits)
-            pooled.append(o.pooled)
+            lg, pl = forward(self.fbank(w[i:i + MAX_BATCH], n_frames))
+            logits.append(lg)
+            pooled.append(pl)
         return torch.cat(logits).cpu().numpy(), torch.cat(pooled).cpu().numpy()
 
     # ------------------------------------------------------------------ public API

@@ -343,6 +343,10 @@ class Separator:
     threads: torch CPU threads (process-wide).
     precision: AST precision, ``auto`` (bf16 where supported natively), ``fp32``, ``bf16`` or ``int8``.
     offline: never touch the network.
+    batch_wait_ms: merge the AST window and query forwards of threads that share this separator
+        into one batched forward: a forward waits up to this many milliseconds for the others
+        (see :meth:`sourcesep.ast_model.AstModel.enable_batching`). For several jobs on one GPU;
+        ``None`` or 0 (default): off, each call runs its own forwards. Ignored with ``model="none"``.
     params_source: where ``params`` came from, recorded in event.json (e.g. ``config:sep.yaml``).
     **params: separation parameters (see :class:`sourcesep.params.Params`), the defaults for
         every call; ``separate(**overrides)`` overrides them per call.
@@ -356,6 +360,7 @@ class Separator:
         threads: int = 2,
         precision: str = "auto",
         offline: bool = False,
+        batch_wait_ms: float | None = None,
         params_source: str = "separator",
         **params: Any,
     ) -> None:
@@ -378,10 +383,42 @@ class Separator:
                 precision=self.runtime.precision,
                 threads=self.runtime.threads,
             )
+        self.set_batching(batch_wait_ms)
 
     @property
     def model_id(self) -> str:
         return self.runtime.model
+
+    @property
+    def batch_wait_ms(self) -> float | None:
+        """The forward batching wait in milliseconds, or None when batching is off."""
+        batcher = self.ast.batcher if self.ast is not None else None
+        return None if batcher is None else batcher.wait_ms
+
+    def set_batching(self, batch_wait_ms: float | None) -> None:
+        """Turn forward batching across threads on (``batch_wait_ms`` > 0) or off (None or 0).
+
+        Safe while other threads separate: calls in flight finish with the setting they started
+        with. Raises ParamError for a negative or non-finite wait.
+        """
+        if batch_wait_ms is not None and not 0 <= batch_wait_ms < float("inf"):
+            raise ParamError(f"batch_wait_ms must be a finite number ≥ 0 (got {batch_wait_ms!r})")
+        if self.ast is None:
+            return
+        if batch_wait_ms:
+            self.ast.enable_batching(float(batch_wait_ms))
+        else:
+            self.ast.disable_batching()
+
+    def batching_stats(self) -> dict[str, int] | None:
+        """Counters of the forward batcher, or None when batching is off.
+
+        ``requests`` (forwards asked for by callers), ``forwards`` (forwards run), ``rows``
+        (windows and queries forwarded), ``merged_forwards`` (forwards that served several
+        requests), ``merged_requests`` (requests served by those), since batching was turned on.
+        """
+        stats = self.ast.batching_stats() if self.ast is not None else None
+        return None if stats is None else stats.as_dict()
 
     def resolve_params(self, overrides: dict[str, Any], source: str = "call") -> tuple[Params, dict[str, str]]:
         """Validate ``overrides`` on top of this separator's defaults (raises ParamError)."""
