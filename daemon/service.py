@@ -621,7 +621,7 @@ def batching_choice(cfg: DaemonConfig, isolation: str, workers: int) -> tuple[fl
 
     Batching merges forwards of jobs that share one model in one process, so it needs thread
     isolation (a forked child runs one job alone). ``auto`` turns it on where it pays: a CUDA
-    device (a GPU runs 40 windows in about the time of 20; a CPU's cost grows with the windows)
+    device (one job's windows leave most of a GPU idle; a CPU's cost grows with the windows)
     and more than one worker. ``on`` forces it with thread isolation, e.g. on CPU for tests.
     """
     if cfg.batch_windows == "off":

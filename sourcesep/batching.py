@@ -1,9 +1,9 @@
 """Merge the model forwards of concurrent callers into one batched forward.
 
 Several jobs running as threads of one process (the daemon with ``isolation: thread``) each run
-their own AST forwards: 1-64 windows of one mixture, or one query. On a GPU a forward of 40
-windows costs about as much as one of 20, so two jobs' forwards run as one batch take about the
-time of one. A :class:`ForwardBatcher` does that: the first caller waits a few milliseconds for
+their own AST forwards: 1-64 windows of one mixture, or one query. One job's ~19 one-second
+windows leave most of a GPU idle, so two jobs' forwards run as one batch should cost little more
+than one (not yet measured on a GPU). A :class:`ForwardBatcher` does that: the first caller waits a few milliseconds for
 others with inputs of the same shape, runs the forward once on all of them and gives each
 caller its rows.
 
