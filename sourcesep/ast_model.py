@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -113,6 +115,24 @@ def _env_offline() -> bool:
         os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
         for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint (``HF_ENDPOINT``, default huggingface.co) accepts a TCP
+    connection within ``timeout_s``. True when a proxy is configured (only the hub client can tell).
+
+    The hub client retries unreachable hosts with backoff for about half a minute before giving
+    up; this answers in milliseconds when the name does not resolve or the port is closed.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def _looks_like_path(model: str) -> bool:
@@ -307,6 +327,10 @@ class AstModel:
         from transformers import ASTFeatureExtractor, ASTForAudioClassification
         from transformers.utils import logging as hf_logging
 
+        unreachable = not local_only and not path.is_dir() and not hub_reachable()
+        if unreachable:  # a cached copy still loads; without one, fail now rather than after retries
+            local_only = True
+
         verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # keep "weights not used"-style chatter and bars off stderr
         hf_logging.disable_progress_bar()
@@ -314,8 +338,9 @@ class AstModel:
             try:
                 net = ASTForAudioClassification.from_pretrained(source, local_files_only=local_only)
             except Exception as e:  # OSError, HF validation errors, connection errors, bad files
-                where = "offline (local files only)" if local_only else "from the hub or cache"
-                first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+                where = ("from the cache (the hub is unreachable)" if unreachable
+                         else "offline (local files only)" if local_only else "from the hub or cache")
+                first = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else e.__class__.__name__
                 raise ModelError(f"cannot load AST model '{model}' {where}: {first}. {hint}") from None
             try:  # only the config values: building the extractor itself is not needed
                 fe_dict, _ = ASTFeatureExtractor.get_feature_extractor_dict(source, local_files_only=True)

@@ -131,6 +131,51 @@ def test_missing_model_is_a_quick_model_error_with_offline_hint(model, monkeypat
     assert "huggingface-cli download" in msg and "--model DIR" in msg and "--model none" in msg
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_hub_reachable_answers_from_a_tcp_connect(monkeypatch):
+    import socket
+
+    from sourcesep.ast_model import hub_reachable
+
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{srv.getsockname()[1]}")
+        assert hub_reachable(timeout_s=2)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert not hub_reachable(timeout_s=2)
+
+
+def test_unreachable_hub_uses_the_cache_or_fails_fast(tiny_ast_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "models--sourcesep-test--cached-ast"
+    shutil.copytree(tiny_ast_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    m = AstModel.load("sourcesep-test/cached-ast", offline=False)
+    assert m.revision == commit and m.labels[0] == "Speech"
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError, match="the hub is unreachable") as err:
+        AstModel.load("sourcesep-test/not-cached-ast", offline=False)
+    assert time.perf_counter() - t0 < 10
+    assert "--model none" in str(err.value)
+
+
 def test_file_instead_of_dir_and_none_are_model_errors(tmp_path):
     f = tmp_path / "model.bin"
     f.write_bytes(b"x")
