@@ -46,6 +46,12 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(np.pad(x.astype(np.float64), width // 2, mode="edge"), k, mode="valid")
 
 
+def _magnitude(spec: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """|spec| as float32 on the CPU (the detector's NMF and numpy post-processing run there)."""
+    t = torch.as_tensor(spec)
+    return (t.abs() if t.is_complex() else t).detach().to("cpu", torch.float32)
+
+
 def _hysteresis(score: np.ndarray, high: float, low: float) -> np.ndarray:
     """Frames ≥ low that belong to a run containing at least one frame ≥ high. (N,) bool."""
     above_low = score >= low
@@ -112,6 +118,8 @@ def detect_query(
     activity_mode: str = "soft",
     activity_smooth_ms: float | None = 40.0,
     seed: int = 0,
+    mix_stft: torch.Tensor | np.ndarray | None = None,
+    query_stft: torch.Tensor | np.ndarray | None = None,
 ) -> Detection:
     """Detect where the query sound plays in the mixture, without trained weights.
 
@@ -139,6 +147,9 @@ def detect_query(
         segment's share (0 keeps all): loud interferer-only spans explain poorly by the query atoms.
     activity_mode : "soft" (logistic of the score inside segments, so pauses inside a segment are
         attenuated) or "segments" (at least 0.5 everywhere inside a segment).
+    mix_stft, query_stft : optional STFTs (F, T) / (F, Tq), complex or magnitude, of ``mix`` and
+        ``query`` computed with :func:`sourcesep.features.stft` at ``nfft``/``hop`` (a caller
+        that already has them saves computing them again).
 
     Returns
     -------
@@ -148,8 +159,10 @@ def detect_query(
     """
     mix = np.asarray(mix, dtype=np.float32).reshape(-1)
     query = np.asarray(query, dtype=np.float32).reshape(-1)
-    X = features.stft(torch.from_numpy(mix), nfft, hop).abs()
-    Q = features.stft(torch.from_numpy(query), nfft, hop).abs()
+    X = _magnitude(mix_stft) if mix_stft is not None else features.stft(torch.from_numpy(mix), nfft, hop).abs()
+    Q = _magnitude(query_stft) if query_stft is not None else features.stft(torch.from_numpy(query), nfft, hop).abs()
+    if X.shape[0] != nfft // 2 + 1 or Q.shape[0] != nfft // 2 + 1:
+        raise ValueError(f"STFTs must have nfft // 2 + 1 = {nfft // 2 + 1} bins, got {X.shape[0]} and {Q.shape[0]}")
     T = X.shape[1]
     times = features.frame_times(T, hop, sr)
     duration = mix.size / sr

@@ -114,6 +114,8 @@ def _detect_query(ctx: Context) -> Detection:
         audio.SAMPLE_RATE,
         nfft=p.nfft,
         hop=p.hop,
+        mix_stft=ctx.mix_stft,
+        query_stft=ctx.query_stft,
         **_explicit(ctx, min_dur_ms="min_dur_ms", merge_gap_ms="merge_gap_ms", padding_ms="segment_padding_ms"),
     )
 

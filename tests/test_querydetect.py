@@ -72,3 +72,23 @@ def test_activity_follows_short_pauses_inside_a_segment():
     assert fine.activity[burst].mean() > 0.8
     assert fine.activity[pause].mean() < 0.3
     assert fine.activity[pause].mean() <= coarse.activity[pause].mean()
+
+
+def test_given_stfts_give_the_same_detection_as_computing_them(pair):
+    import torch
+
+    from sourcesep import features
+
+    mix, query = pair[0], pair[1]
+    X = features.stft(torch.from_numpy(np.asarray(mix, np.float32)), 512, 256)
+    Q = features.stft(torch.from_numpy(np.asarray(query, np.float32)), 512, 256)
+    own = detect_query(mix, query, SR)
+    given = detect_query(mix, query, SR, mix_stft=X, query_stft=Q.abs())
+    assert own.found and given.found
+    assert np.array_equal(own.activity, given.activity) and own.segments == given.segments
+    try:
+        detect_query(mix, query, SR, nfft=1024, hop=256, mix_stft=X, query_stft=Q)
+    except ValueError as e:
+        assert "513" in str(e)
+    else:
+        raise AssertionError("an STFT of the wrong size must be refused")
