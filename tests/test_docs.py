@@ -20,3 +20,21 @@ def test_readme_opens_with_install_run_and_test_commands():
     assert "python -m pytest -q" in head
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install -q torch==2.13.0" in ci and "-e '.[dev]'" in ci and "python -m pytest -q" in ci
+
+
+def test_readme_main_job_command_runs_as_written(tmp_path):
+    """The second command of the README, exactly as written, in an empty folder (the CLI's console
+    script from this environment): it must succeed and write the target."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    line = next(ln for ln in README[:1500].splitlines() if ln.startswith("sourcesep example"))
+    bindir = str(Path(sys.executable).parent)
+    assert shutil.which("sourcesep", path=bindir), "the sourcesep console script is not installed"
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "target.wav").stat().st_size > 1000
+    assert (tmp_path / "out" / "event.json").exists()
