@@ -9,7 +9,10 @@ Both maskers take the mixture STFT, the query STFT (same geometry) and a
   on the frames the detector calls inactive and kept fixed, plus a few free atoms learned on the
   whole mixture that absorb interferers sounding only while the target does. The soft mask
   ``S^p / (S^p + B^p)`` (S, B the two reconstructions) is multiplied by the detector's activity,
-  so outside detected activity the mask is 0 and an absent target gives silence.
+  so outside detected activity the mask is 0 and an absent target gives silence. A
+  harmonic/percussive prior (:mod:`sourcesep.hpss`) weights it towards the mixture's harmonic
+  part for a harmonic query (speech, instruments) and its percussive part for a percussive one
+  (ticks, knocks, crackle).
 * :func:`mask_wiener` — the same decomposition and generalised Wiener mask ``S^p / (S^p + B^p)``,
   refined by a few Adam steps that keep it close to that mask while penalising total variation
   (the DGMO regulariser), which removes isolated musical-noise blobs. (The classic power Wiener
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import nmf
+from . import hpss, nmf
 from .dgmo import refine_tv
 from .types import Detection, MaskResult
 
@@ -111,9 +114,11 @@ def _gate(m: torch.Tensor, act: torch.Tensor, floor: float) -> torch.Tensor:
 def _soft_mask(
     mix_stft, query_stft, detection: Detection, frame_times_s: np.ndarray | None, *, power: float,
     n_query_atoms: int, n_background_atoms: int, n_free_atoms: int | None, n_iter: int, seed: int,
+    hp_prior: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """The shared core of both maskers: (mixture magnitude (F, T), activity (T,), ungated soft mask
-    ``S^p / (S^p + B^p)`` (F, T) or None when there is nothing to extract, info)."""
+    ``S^p / (S^p + B^p)`` times the harmonic/percussive prior (F, T), or None when there is
+    nothing to extract, info)."""
     V, Vq = _to_mag(mix_stft), _to_mag(query_stft)
     act = torch.as_tensor(activity_on_grid(detection, V.shape[1], frame_times_s), dtype=torch.float32)
     info: dict[str, Any] = {"active_frames": int((act >= 0.5).sum())}
@@ -122,7 +127,15 @@ def _soft_mask(
     S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
                      n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed)
     Sp, Bp = S.pow(power), B.pow(power)
-    return V, act, Sp / (Sp + Bp + nmf.EPS), info
+    m = Sp / (Sp + Bp + nmf.EPS)
+    if hp_prior > 0:
+        # A harmonic query favours the mixture's harmonic part and a percussive one its percussive
+        # part, in proportion to the query's own harmonic fraction (+0.2 dB on 27 of 49 dev cases).
+        hq = hpss.harmonic_fraction(Vq)
+        mh = hpss.harmonic_mask(V)
+        m = m * (hq * mh + (1.0 - hq) * (1.0 - mh)).pow(hp_prior)
+        info["query_harmonic_fraction"] = round(hq, 4)
+    return V, act, m, info
 
 
 def mask_nmf(
@@ -138,6 +151,7 @@ def mask_nmf(
     n_iter: int = 40,
     frame_times_s: np.ndarray | None = None,
     seed: int = 0,
+    hp_prior: float = 0.25,
 ) -> MaskResult:
     """Query-dictionary NMF soft mask, gated by the detector's activity.
 
@@ -151,15 +165,18 @@ def mask_nmf(
     n_query_atoms, n_background_atoms, n_free_atoms, n_iter : NMF sizes (see :func:`nmf_parts`);
         ``n_free_atoms=None`` picks :func:`free_atoms_for` the detection.
     frame_times_s : (T,) frame times of ``mix_stft`` (s), for resampling the activity.
+    hp_prior : exponent γ of the harmonic/percussive prior ``(h_q·M_H + (1 - h_q)·(1 - M_H))^γ``
+        that multiplies the mask (:mod:`sourcesep.hpss`: M_H the mixture's soft harmonic mask,
+        h_q the query's harmonic fraction); 0 turns it off.
 
     Returns
     -------
     MaskResult with ``mask`` (F, T) float32 numpy in [0, 1] and ``info`` (target share of the
-    active frames' energy, number of active frames).
+    active frames' energy, number of active frames, the query's harmonic fraction).
     """
     V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
                                  n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed)
+                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior)
     if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
@@ -184,6 +201,7 @@ def mask_wiener(
     n_iter: int = 40,
     frame_times_s: np.ndarray | None = None,
     seed: int = 0,
+    hp_prior: float = 0.25,
 ) -> MaskResult:
     """NMF generalised Wiener mask ``S^p / (S^p + B^p)`` refined with a TV penalty, gated by activity.
 
@@ -194,7 +212,7 @@ def mask_wiener(
     """
     V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
                                  n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed)
+                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior)
     if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     history: list[float] = []

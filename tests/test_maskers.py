@@ -67,3 +67,21 @@ def test_refine_tv_smooths_and_records_loss():
     tv = lambda x: float((x[:, 1:] - x[:, :-1]).abs().mean())  # noqa: E731
     assert len(hist) == 11 and hist[-1] < hist[0]
     assert tv(m) < tv(m0) and float(m.min()) >= 0 and float(m.max()) <= 1
+
+
+def test_harmonic_prior_keeps_more_tone_and_less_noise(pair):
+    mix, query, gt, truth = pair
+    X = features.stft(torch.from_numpy(mix), NFFT, HOP)
+    Q = features.stft(torch.from_numpy(query), NFFT, HOP)
+    det = _oracle_detection(X.shape[1], truth)
+    G = features.stft(torch.from_numpy(gt), NFFT, HOP).abs().numpy() ** 2
+    N = features.stft(torch.from_numpy(mix - gt), NFFT, HOP).abs().numpy() ** 2
+
+    def ratio(m):  # target energy kept over noise energy kept, inside the activity
+        act = det.activity > 0
+        return (m[:, act] * G[:, act]).sum() / (m[:, act] * N[:, act]).sum()
+
+    off = mask_nmf(X, Q, det, hp_prior=0.0)
+    on = mask_nmf(X, Q, det)  # default: the prior is on
+    assert "query_harmonic_fraction" not in off.info and on.info["query_harmonic_fraction"] > 0.8
+    assert ratio(on.mask) > 1.2 * ratio(off.mask)
