@@ -41,22 +41,77 @@ def _available_memory() -> int | None:
     return None
 
 
+def _cgroup_files(name_v2: str, names_v1: tuple[str, ...], controller_v1: str, proc_cgroup: str,
+                  root: str) -> list[str] | None:
+    """Contents of this process's cgroup files: ``name_v2`` under the unified hierarchy, else
+    ``names_v1`` under the v1 ``controller_v1`` hierarchy. None when neither can be read."""
+    try:
+        lines = Path(proc_cgroup).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hid, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        rel = path.lstrip("/")
+        if hid == "0" and controllers == "":
+            files = [Path(root) / rel / name_v2]
+        elif controller_v1 in controllers.split(","):
+            files = [Path(root) / controllers / rel / n for n in names_v1]
+        else:
+            continue
+        try:
+            return [f.read_text(encoding="ascii").strip() for f in files]
+        except OSError:
+            continue  # hybrid hosts list a unified line whose files live elsewhere
+    return None
+
+
+def cgroup_memory_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
+    """Memory limit (bytes) of this process's cgroup (systemd ``MemoryMax=``): v2 ``memory.max``
+    or v1 ``memory.limit_in_bytes``. None when unlimited or unknown."""
+    vals = _cgroup_files("memory.max", ("memory.limit_in_bytes",), "memory", proc_cgroup, root)
+    if not vals or vals[0] == "max":
+        return None
+    try:
+        limit = int(vals[0])
+    except ValueError:
+        return None
+    return None if limit >= 1 << 60 else limit  # v1 writes "unlimited" as ~2^63
+
+
+def cgroup_cpu_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs this process's cgroup may use (systemd ``CPUQuota=``): v2 ``cpu.max`` ("quota period")
+    or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``. None when unlimited or unknown."""
+    vals = _cgroup_files("cpu.max", ("cpu.cfs_quota_us", "cpu.cfs_period_us"), "cpu", proc_cgroup, root)
+    if not vals:
+        return None
+    quota, period = (vals[0].split() + ["100000"])[:2] if len(vals) == 1 else vals
+    try:
+        q, p = float(quota), float(period)
+    except ValueError:  # "max"
+        return None
+    return None if q <= 0 or p <= 0 else q / p
+
+
 def effective_workers(cfg: "DaemonConfig", isolation: str) -> int:
     """``cfg.workers``, with ``auto`` resolved for this machine.
 
     Thread isolation (CUDA) runs 2 jobs so one can prepare while the other uses the GPU. Fork
-    isolation (CPU) runs one job per ``threads`` usable cores, but no more than the available memory
-    holds at about 1 GiB per job.
+    isolation (CPU) runs one job per ``threads`` usable cores (CPU affinity and any cgroup CPU
+    quota), but no more than the available memory holds at about 1 GiB per job (MemAvailable and
+    any cgroup memory limit, e.g. systemd's ``MemoryMax=``).
     """
     if cfg.workers != "auto":
         return int(cfg.workers)
     if isolation == "thread":
         return 2
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = max(1, cores // cfg.threads)
-    mem = _available_memory()
-    if mem is not None:
-        n = min(n, max(1, mem // WORKER_MEMORY_BYTES))
+    cores: float = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        cores = min(cores, max(1.0, math.floor(quota)))
+    n = max(1, int(cores) // cfg.threads)
+    mems = [m for m in (_available_memory(), cgroup_memory_limit()) if m is not None]
+    if mems:
+        n = min(n, max(1, min(mems) // WORKER_MEMORY_BYTES))
     return min(n, 64)
 
 

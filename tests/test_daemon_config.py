@@ -103,3 +103,43 @@ def test_workers_auto_resolves_to_cores_per_thread_on_cpu_and_two_on_cuda(tmp_pa
     assert effective_workers(auto1, "thread") == 2
     fixed = load_config(_write(tmp_path, BASE + "workers: 3\n"))
     assert effective_workers(fixed, "fork") == 3 and effective_workers(fixed, "thread") == 3
+
+
+def _tree(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[str, str]:
+    root = tmp_path / "sys-fs-cgroup"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text + "\n")
+    (tmp_path / "proc-self-cgroup").write_text(proc)
+    return str(tmp_path / "proc-self-cgroup"), str(root)
+
+
+def test_cgroup_v2_limits_as_systemd_sets_them(tmp_path):
+    from daemon.config import cgroup_cpu_limit, cgroup_memory_limit
+
+    svc = "system.slice/sourcesep.service"
+    proc, root = _tree(tmp_path, f"0::/{svc}\n", {f"{svc}/memory.max": "4294967296", f"{svc}/cpu.max": "150000 100000"})
+    assert cgroup_memory_limit(proc, root) == 4 << 30
+    assert cgroup_cpu_limit(proc, root) == 1.5
+    proc, root = _tree(tmp_path / "u", f"0::/{svc}\n", {f"{svc}/memory.max": "max", f"{svc}/cpu.max": "max 100000"})
+    assert cgroup_memory_limit(proc, root) is None and cgroup_cpu_limit(proc, root) is None
+
+
+def test_cgroup_v1_and_hybrid_hierarchies(tmp_path):
+    from daemon.config import cgroup_cpu_limit, cgroup_memory_limit
+
+    proc = "4:memory:/box\n3:cpu,cpuacct:/box\n0::/\n"  # hybrid: the unified line has no files
+    proc, root = _tree(tmp_path, proc, {
+        "memory/box/memory.limit_in_bytes": str(3 << 30),
+        "cpu,cpuacct/box/cpu.cfs_quota_us": "200000",
+        "cpu,cpuacct/box/cpu.cfs_period_us": "100000",
+    })
+    assert cgroup_memory_limit(proc, root) == 3 << 30
+    assert cgroup_cpu_limit(proc, root) == 2.0
+    proc2, root2 = _tree(tmp_path / "unl", "4:memory:/\n3:cpu:/\n", {
+        "memory/memory.limit_in_bytes": "9223372036854771712",
+        "cpu/cpu.cfs_quota_us": "-1",
+        "cpu/cpu.cfs_period_us": "100000",
+    })
+    assert cgroup_memory_limit(proc2, root2) is None and cgroup_cpu_limit(proc2, root2) is None
+    assert cgroup_memory_limit(str(tmp_path / "missing"), root) is None
