@@ -78,6 +78,31 @@ def istft(X: torch.Tensor | np.ndarray, n_fft: int, hop: int, length: int) -> to
     return y.reshape(*lead, length)
 
 
+def shift_frequency(mag: torch.Tensor, semitones: float) -> torch.Tensor:
+    """A magnitude spectrogram transposed in pitch by scaling its frequency axis.
+
+    Parameters
+    ----------
+    mag : (F, T) magnitudes on a linear frequency axis (bin f at f * sr / n_fft Hz).
+    semitones : the shift; bin f of the result takes the input at f / 2**(semitones / 12)
+        (linear interpolation), so +12 moves every partial up an octave. Bins whose source lies
+        above the top bin are 0.
+
+    Returns
+    -------
+    (F, T) tensor, same dtype and device. Partials move, the frame rate does not (no time
+    stretch): a stand-in for the same sound played a few semitones higher or lower.
+    """
+    F = mag.shape[0]
+    src = torch.arange(F, dtype=torch.float32, device=mag.device) / (2.0 ** (semitones / 12.0))
+    i0 = src.floor().long().clamp(0, F - 1)
+    i1 = (i0 + 1).clamp(max=F - 1)
+    w = (src - i0.to(src.dtype)).clamp(0.0, 1.0)[:, None].to(mag.dtype)
+    out = mag[i0] * (1 - w) + mag[i1] * w
+    out[src > F - 1] = 0
+    return out
+
+
 def frame_times(n_frames: int, hop: int, sr: int) -> np.ndarray:
     """Centre times (s) of the frames of a centred STFT: (n_frames,) float64, t * hop / sr."""
     return np.arange(n_frames, dtype=np.float64) * (hop / sr)

@@ -24,14 +24,21 @@ the target is active but the decomposition is unsure); outside activity the mask
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from . import hpss, nmf
+from . import features, hpss, nmf
 from .dgmo import refine_tv
 from .types import Detection, MaskResult
+
+
+# Transpositions (semitones) added to a clearly harmonic query's training frames, and what
+# "clearly" means (query harmonic fraction; dev: instruments 0.79-0.97, roosters up to 0.86,
+# speech at most 0.70). Measured in benchmarks/RESULTS.md (round 3).
+HARMONIC_QUERY_SHIFTS: tuple[float, ...] = (-5.0, -3.0, -1.0, 1.0, 3.0, 5.0)
+HARMONIC_QUERY_THRESHOLD = 0.75
 
 
 def activity_on_grid(detection: Detection, n_frames: int, frame_times_s: np.ndarray | None = None) -> np.ndarray:
@@ -67,11 +74,14 @@ def nmf_parts(
     n_iter: int = 40,
     beta: float = 1.0,
     seed: int = 0,
+    query_shifts: Sequence[float] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Target and background magnitude estimates (F, T) each, from semi-supervised NMF.
 
     mix_mag (F, T), query_mag (F, Tq) magnitudes; activity (T,) in [0, 1].
-    Atoms: ``n_query_atoms`` learned from the query (fixed); ``n_background_atoms`` learned on the
+    Atoms: ``n_query_atoms`` learned from the query (fixed), and from copies of it transposed by
+    each of ``query_shifts`` (semitones), so a harmonic target at other pitches than the query's
+    is still covered; ``n_background_atoms`` learned on the
     frames with activity < 0.5 (fixed: what the mixture sounds like without the target);
     ``n_free_atoms`` learned on the whole mixture and counted as background (interferers that
     only sound while the target does). With fewer than 10 inactive frames all background atoms
@@ -79,6 +89,8 @@ def nmf_parts(
     """
     V = mix_mag
     F = V.shape[0]
+    if query_shifts:
+        query_mag = torch.cat([query_mag, *(features.shift_frequency(query_mag, st) for st in query_shifts)], dim=1)
     Wq = nmf.learn_dictionary(query_mag, n_query_atoms, n_iter=n_iter, beta=beta, seed=seed)
     inactive = activity < 0.5
     if int(inactive.sum()) >= 10:
@@ -114,7 +126,7 @@ def _gate(m: torch.Tensor, act: torch.Tensor, floor: float) -> torch.Tensor:
 def _soft_mask(
     mix_stft, query_stft, detection: Detection, frame_times_s: np.ndarray | None, *, power: float,
     n_query_atoms: int, n_background_atoms: int, n_free_atoms: int | None, n_iter: int, seed: int,
-    hp_prior: float,
+    hp_prior: float, harmonic_threshold: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """The shared core of both maskers: (mixture magnitude (F, T), activity (T,), ungated soft mask
     ``S^p / (S^p + B^p)`` times the harmonic/percussive prior (F, T), or None when there is
@@ -124,17 +136,23 @@ def _soft_mask(
     info: dict[str, Any] = {"active_frames": int((act >= 0.5).sum())}
     if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:
         return V, act, None, info
+    hq = hpss.harmonic_fraction(Vq)
+    info["query_harmonic_fraction"] = round(hq, 4)
+    # A clearly harmonic query (an instrument, a crow) is one recording at a few pitches; the
+    # target may sound at others, so its atoms also learn from transposed copies.
+    shifts = HARMONIC_QUERY_SHIFTS if hq > harmonic_threshold else ()
+    if shifts:
+        info["query_shifts_semitones"] = list(shifts)
     S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                     n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed)
+                     n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed,
+                     query_shifts=shifts)
     Sp, Bp = S.pow(power), B.pow(power)
     m = Sp / (Sp + Bp + nmf.EPS)
     if hp_prior > 0:
         # A harmonic query favours the mixture's harmonic part and a percussive one its percussive
         # part, in proportion to the query's own harmonic fraction (+0.2 dB on 27 of 49 dev cases).
-        hq = hpss.harmonic_fraction(Vq)
         mh = hpss.harmonic_mask(V)
         m = m * (hq * mh + (1.0 - hq) * (1.0 - mh)).pow(hp_prior)
-        info["query_harmonic_fraction"] = round(hq, 4)
     return V, act, m, info
 
 
@@ -152,6 +170,7 @@ def mask_nmf(
     frame_times_s: np.ndarray | None = None,
     seed: int = 0,
     hp_prior: float = 0.25,
+    harmonic_threshold: float = HARMONIC_QUERY_THRESHOLD,
 ) -> MaskResult:
     """Query-dictionary NMF soft mask, gated by the detector's activity.
 
@@ -168,6 +187,8 @@ def mask_nmf(
     hp_prior : exponent γ of the harmonic/percussive prior ``(h_q·M_H + (1 - h_q)·(1 - M_H))^γ``
         that multiplies the mask (:mod:`sourcesep.hpss`: M_H the mixture's soft harmonic mask,
         h_q the query's harmonic fraction); 0 turns it off.
+    harmonic_threshold : above this query harmonic fraction the query atoms also learn from the
+        query transposed by ``HARMONIC_QUERY_SHIFTS`` semitones (> 1 turns it off).
 
     Returns
     -------
@@ -176,7 +197,8 @@ def mask_nmf(
     """
     V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
                                  n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior)
+                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior,
+                                 harmonic_threshold=harmonic_threshold)
     if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
@@ -202,6 +224,7 @@ def mask_wiener(
     frame_times_s: np.ndarray | None = None,
     seed: int = 0,
     hp_prior: float = 0.25,
+    harmonic_threshold: float = HARMONIC_QUERY_THRESHOLD,
 ) -> MaskResult:
     """NMF generalised Wiener mask ``S^p / (S^p + B^p)`` refined with a TV penalty, gated by activity.
 
@@ -212,7 +235,8 @@ def mask_wiener(
     """
     V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
                                  n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
-                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior)
+                                 n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior,
+                                 harmonic_threshold=harmonic_threshold)
     if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     history: list[float] = []

@@ -16,6 +16,7 @@ from sourcesep.features import (
     istft,
     log_mel,
     mel_filterbank,
+    shift_frequency,
     stft,
 )
 
@@ -198,3 +199,15 @@ def test_cuda_matches_cpu():
                                ast_fbank(x, target_frames=AST_MAX_FRAMES), atol=1e-3, rtol=0)
     fb = mel_filterbank(257, 64, device="cuda")
     assert log_mel(X.abs().square(), fb).device.type == "cuda"
+
+
+def test_shift_frequency_moves_partials_by_semitones():
+    sr, n_fft = 16000, 512
+    t = np.arange(sr) / sr
+    M = stft(torch.from_numpy(np.sin(2 * np.pi * 1000 * t).astype(np.float32)), n_fft, 256).abs()
+    up = shift_frequency(M, 12.0)  # an octave: 1000 Hz -> 2000 Hz
+    assert int(M[:, 10].argmax()) == 32 and int(up[:, 10].argmax()) == 64
+    down = shift_frequency(M, -5.0)
+    assert abs(int(down[:, 10].argmax()) - 32 * 2 ** (-5 / 12)) <= 1
+    assert torch.equal(shift_frequency(M, 0.0), M)
+    assert up.shape == M.shape and float(shift_frequency(M, -24.0)[70:].abs().max()) == 0.0  # sources above the top bin
