@@ -90,7 +90,26 @@ class Ledger:
         self.readonly = readonly
         self._local = threading.local()
         if not readonly:
-            self._db().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+            # idempotent; executescript manages its own transaction
+            self._while_locked(lambda: self._db().executescript(_SCHEMA))
+
+    def _while_locked(self, fn: Any) -> Any:
+        """Run ``fn``, retrying while SQLite reports the database locked, up to the busy timeout.
+
+        Two daemons opening a new ledger at the same moment race to switch it to WAL and create
+        the tables; SQLite answers one of them "database is locked" at once, without waiting for
+        its busy timeout, when the other holds the lock those steps need.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     # ------------------------------------------------------------------ connections
     def _db(self) -> sqlite3.Connection:
@@ -101,7 +120,7 @@ class Ledger:
                 db = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s, isolation_level=None)
             else:
                 db = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
+                self._while_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
                 db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             db.row_factory = sqlite3.Row

@@ -141,3 +141,26 @@ def test_apply_umask_fixes_writer_modes_but_not_inputs(tmp_path):
     assert mode(res / "sub") == 0o750 and mode(res) == 0o750
     assert mode(res / "inputs" / "mix.wav") == 0o604  # the user's file keeps its mode
     assert os.path.islink(res / "link")
+
+
+def _open_ledger_at(path: str, barrier) -> None:
+    barrier.wait()
+    Ledger(path).close()
+
+
+def test_daemons_opening_a_new_ledger_at_once_all_succeed(tmp_path):
+    """Regression: two daemons starting together on a fresh work/ raced to switch the new
+    database to WAL and create its tables; SQLite answered one "database is locked" at once
+    (no busy wait), and that daemon exited. Eight processes, twenty fresh ledgers."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for i in range(20):
+        path = str(tmp_path / f"state-{i}.db")
+        barrier = ctx.Barrier(8)
+        procs = [ctx.Process(target=_open_ledger_at, args=(path, barrier)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 8, f"round {i}: {[p.exitcode for p in procs]}"
