@@ -78,6 +78,13 @@ def istft(X: torch.Tensor | np.ndarray, n_fft: int, hop: int, length: int) -> to
     return y.reshape(*lead, length)
 
 
+def magnitude(spec: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """|spec| as a float32 tensor on ``spec``'s device: a complex STFT (F, T) → its magnitude;
+    a magnitude spectrogram is passed through (converted to float32)."""
+    t = _as_tensor(spec)
+    return (t.abs() if t.is_complex() else t).float()
+
+
 def shift_frequency(mag: torch.Tensor, semitones: float) -> torch.Tensor:
     """A magnitude spectrogram transposed in pitch by scaling its frequency axis.
 

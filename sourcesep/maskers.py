@@ -58,11 +58,6 @@ def activity_on_grid(detection: Detection, n_frames: int, frame_times_s: np.ndar
     return np.interp(np.linspace(0, 1, n_frames), np.linspace(0, 1, act.size), act)
 
 
-def _to_mag(x) -> torch.Tensor:
-    t = torch.as_tensor(x)
-    return (t.abs() if t.is_complex() else t).float()
-
-
 def nmf_parts(
     mix_mag: torch.Tensor,
     query_mag: torch.Tensor,
@@ -133,7 +128,7 @@ def _soft_mask(
     """The shared core of both maskers: (mixture magnitude (F, T), activity (T,), ungated soft mask
     ``S^p / (S^p + B^p)`` times the harmonic/percussive prior (F, T), or None when there is
     nothing to extract, info)."""
-    V, Vq = _to_mag(mix_stft), _to_mag(query_stft)
+    V, Vq = features.magnitude(mix_stft), features.magnitude(query_stft)
     act = torch.as_tensor(activity_on_grid(detection, V.shape[1], frame_times_s), dtype=torch.float32)
     info: dict[str, Any] = {"active_frames": int((act >= 0.5).sum())}
     if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:

@@ -46,12 +46,6 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(np.pad(x.astype(np.float64), width // 2, mode="edge"), k, mode="valid")
 
 
-def _magnitude(spec: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """|spec| as float32 on the CPU (the detector's NMF and numpy post-processing run there)."""
-    t = torch.as_tensor(spec)
-    return (t.abs() if t.is_complex() else t).detach().to("cpu", torch.float32)
-
-
 def _hysteresis(score: np.ndarray, high: float, low: float) -> np.ndarray:
     """Frames ≥ low that belong to a run containing at least one frame ≥ high. (N,) bool."""
     above_low = score >= low
@@ -159,8 +153,9 @@ def detect_query(
     """
     mix = np.asarray(mix, dtype=np.float32).reshape(-1)
     query = np.asarray(query, dtype=np.float32).reshape(-1)
-    X = _magnitude(mix_stft) if mix_stft is not None else features.stft(torch.from_numpy(mix), nfft, hop).abs()
-    Q = _magnitude(query_stft) if query_stft is not None else features.stft(torch.from_numpy(query), nfft, hop).abs()
+    # On the CPU: the detector's NMF and its numpy post-processing run there.
+    X = features.magnitude(mix_stft).cpu() if mix_stft is not None else features.stft(torch.from_numpy(mix), nfft, hop).abs()
+    Q = features.magnitude(query_stft).cpu() if query_stft is not None else features.stft(torch.from_numpy(query), nfft, hop).abs()
     if X.shape[0] != nfft // 2 + 1 or Q.shape[0] != nfft // 2 + 1:
         raise ValueError(f"STFTs must have nfft // 2 + 1 = {nfft // 2 + 1} bins, got {X.shape[0]} and {Q.shape[0]}")
     T = X.shape[1]
