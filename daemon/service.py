@@ -139,8 +139,7 @@ class Service(Intake, Outcomes, Status):
             self.log.error("cannot open the ledger", path=str(cfg.ledger_path), error=f"{e.__class__.__name__}: {e}")
             return EXIT_CONFIG
         try:
-            self.sep, self.isolation = self._load_model(cfg)
-            self.workers = effective_workers(cfg, self.isolation)
+            self.sep, self.isolation, self.workers = self._load_model(cfg)
         except (ModelError, ParamError) as e:
             self.log.error(
                 "cannot load the model",
@@ -195,9 +194,11 @@ class Service(Intake, Outcomes, Status):
                           **({"batching": batching} if batching is not None else {}))
         return self._exit_code
 
-    def _load_model(self, cfg: DaemonConfig) -> tuple[Any, str]:
+    def _load_model(self, cfg: DaemonConfig) -> tuple[Any, str, int]:
+        """(separator, isolation, workers) for ``cfg``: the model loaded and warmed up."""
         choice = choose_isolation(cfg.isolation, cfg.device, cfg.threads)
-        batch_ms, batch_why = self._batching(cfg, choice.isolation)
+        workers = effective_workers(cfg, choice.isolation)
+        batch_ms, batch_why = self._batching(cfg, choice.isolation, workers)
         t0 = time.perf_counter()
         sep = Separator(
             model=cfg.model,
@@ -210,12 +211,12 @@ class Service(Intake, Outcomes, Status):
         self.log.info("model loaded", model=cfg.model, seconds=round(time.perf_counter() - t0, 3), isolation=choice.isolation,
                       why=choice.reason, batch_windows="on" if batch_ms else "off", batch_wait_ms=batch_ms, batch_why=batch_why)
         self._warm_up(sep, cfg)
-        return sep, choice.isolation
+        return sep, choice.isolation, workers
 
-    def _batching(self, cfg: DaemonConfig, isolation: str) -> tuple[float | None, str]:
-        """The forward batching wait (ms) for ``cfg`` with ``isolation``, None for off, and why.
-        Logs a warning when ``batch_windows: on`` cannot apply."""
-        wait, why = batching_choice(cfg, isolation, effective_workers(cfg, isolation))
+    def _batching(self, cfg: DaemonConfig, isolation: str, workers: int) -> tuple[float | None, str]:
+        """The forward batching wait (ms) for ``cfg`` with ``isolation`` and ``workers``, None for
+        off, and why. Logs a warning when ``batch_windows: on`` cannot apply."""
+        wait, why = batching_choice(cfg, isolation, workers)
         if cfg.batch_windows == "on" and wait is None:
             self.log.warning("batch_windows: on has no effect", why=why)
         return wait, why
@@ -575,11 +576,11 @@ class Service(Intake, Outcomes, Status):
             old = self.cfg
             if (new.inbox, new.outbox, new.work, new.failed, new.ledger_path) != (old.inbox, old.outbox, old.work, old.failed, old.ledger_path):
                 prepare_folders(new)
-            sep, isolation = self.sep, self.isolation
+            sep, isolation, workers = self.sep, self.isolation, None
             if new.runtime() != old.runtime() or new.isolation != old.isolation:
                 self._busy = True
                 try:
-                    sep, isolation = self._load_model(new)
+                    sep, isolation, workers = self._load_model(new)
                 finally:
                     self._busy = False
             ledger = self.ledger if new.ledger_path == old.ledger_path else Ledger(new.ledger_path)
@@ -592,14 +593,15 @@ class Service(Intake, Outcomes, Status):
             sd_notify("READY=1")
             return
         changed = sorted(k for k in new.model_fields if getattr(new, k) != getattr(old, k))
+        if workers is None:  # same model: workers and batching follow the new config
+            workers = effective_workers(new, isolation)
         if sep is self.sep:  # same model: batching follows batch_windows, batch_wait_ms, workers
-            wait, why = self._batching(new, isolation)
+            wait, why = self._batching(new, isolation, workers)
             if wait != sep.batch_wait_ms:
                 sep.set_batching(wait)  # running jobs finish their forwards with the old batcher
                 self.log.info("forward batching changed", batch_windows="on" if wait else "off", batch_wait_ms=wait,
                               batch_why=why)
-        self.cfg, self.sep, self.isolation, self.ledger = new, sep, isolation, ledger
-        self.workers = effective_workers(new, isolation)
+        self.cfg, self.sep, self.isolation, self.ledger, self.workers = new, sep, isolation, ledger, workers
         logs.configure(new.log_level, new.log_format, self.stream, self.job_logs)
         os.umask(new.umask)
         self.gate = AudioGate(probe_audio, _limits(new))
