@@ -104,15 +104,21 @@ def test_load_sets_process_wide_threads(tiny_ast_dir):
         torch.set_num_threads(before)
 
 
-def test_load_from_hub_cache_offline_records_revision(tiny_ast_dir, tmp_path, monkeypatch):
+def _hub_cache_with(model_dir, cache, repo_id: str, commit: str, monkeypatch) -> None:
+    """Lay ``model_dir`` out as the hub cache's snapshot of ``repo_id`` at ``commit`` under
+    ``cache``, and point huggingface_hub at that cache."""
     import huggingface_hub.constants as hf_constants
 
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "models--sourcesep-test--tiny-ast"
-    shutil.copytree(tiny_ast_dir, repo / "snapshots" / commit)
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+
+
+def test_load_from_hub_cache_offline_records_revision(tiny_ast_dir, tmp_path, monkeypatch):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _hub_cache_with(tiny_ast_dir, tmp_path, "sourcesep-test/tiny-ast", commit, monkeypatch)
     m = AstModel.load("sourcesep-test/tiny-ast", offline=True)
     assert m.revision == commit
     assert m.model_id == "sourcesep-test/tiny-ast"
@@ -156,17 +162,11 @@ def test_hub_reachable_answers_from_a_tcp_connect(monkeypatch):
 
 
 def test_unreachable_hub_uses_the_cache_or_fails_fast(tiny_ast_dir, tmp_path, monkeypatch):
-    import huggingface_hub.constants as hf_constants
-
     for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     commit = "89abcdef0123456789abcdef0123456789abcdef"
-    repo = tmp_path / "models--sourcesep-test--cached-ast"
-    shutil.copytree(tiny_ast_dir, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    _hub_cache_with(tiny_ast_dir, tmp_path, "sourcesep-test/cached-ast", commit, monkeypatch)
     m = AstModel.load("sourcesep-test/cached-ast", offline=False)
     assert m.revision == commit and m.labels[0] == "Speech"
     t0 = time.perf_counter()
