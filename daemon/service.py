@@ -576,7 +576,7 @@ class Service(Intake, Outcomes, Status):
             old = self.cfg
             if (new.inbox, new.outbox, new.work, new.failed, new.ledger_path) != (old.inbox, old.outbox, old.work, old.failed, old.ledger_path):
                 prepare_folders(new)
-            sep, isolation, workers = self.sep, self.isolation, None
+            sep, isolation, workers = self.sep, self.isolation, self.workers
             if new.runtime() != old.runtime() or new.isolation != old.isolation:
                 self._busy = True
                 try:
@@ -593,9 +593,8 @@ class Service(Intake, Outcomes, Status):
             sd_notify("READY=1")
             return
         changed = sorted(k for k in new.model_fields if getattr(new, k) != getattr(old, k))
-        if workers is None:  # same model: workers and batching follow the new config
+        if sep is self.sep:  # same model: workers and batching follow the new config
             workers = effective_workers(new, isolation)
-        if sep is self.sep:  # same model: batching follows batch_windows, batch_wait_ms, workers
             wait, why = self._batching(new, isolation, workers)
             if wait != sep.batch_wait_ms:
                 sep.set_batching(wait)  # running jobs finish their forwards with the old batcher
