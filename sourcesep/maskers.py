@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import features, hpss, nmf
+from . import features, hpss, nmf, timbre
 from .dgmo import refine_tv
 from .types import Detection, MaskResult
 
@@ -39,6 +39,13 @@ from .types import Detection, MaskResult
 # speech at most 0.70). Measured in benchmarks/RESULTS.md (round 3).
 HARMONIC_QUERY_SHIFTS: tuple[float, ...] = (-5.0, -3.0, -1.0, 1.0, 3.0, 5.0)
 HARMONIC_QUERY_THRESHOLD = 0.75
+
+# When the query's timbre matches the mixture's active frames this closely (sourcesep.timbre; a
+# query from the target's own recording), its atoms are a reliable model of the target and the
+# mask exponent rises from ``power`` to MATCHED_POWER. Dev: 10 of the 13 pairs above the
+# threshold gain (+0.1 to +1.7 dB), 3 lose up to 0.9 (benchmarks/RESULTS.md, round 5).
+MATCHED_TIMBRE_THRESHOLD = 0.9
+MATCHED_POWER = 0.5
 
 
 def activity_on_grid(detection: Detection, n_frames: int, frame_times_s: np.ndarray | None = None) -> np.ndarray:
@@ -123,7 +130,7 @@ def _gate(m: torch.Tensor, act: torch.Tensor, floor: float) -> torch.Tensor:
 def _soft_mask(
     mix_stft, query_stft, detection: Detection, frame_times_s: np.ndarray | None, *, power: float,
     n_query_atoms: int, n_background_atoms: int, n_free_atoms: int | None, n_iter: int, seed: int,
-    hp_prior: float, harmonic_threshold: float,
+    hp_prior: float, harmonic_threshold: float, matched_power: float, matched_threshold: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """The shared core of both maskers: (mixture magnitude (F, T), activity (T,), ungated soft mask
     ``S^p / (S^p + B^p)`` times the harmonic/percussive prior (F, T), or None when there is
@@ -143,6 +150,11 @@ def _soft_mask(
     S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
                      n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed,
                      query_shifts=shifts)
+    match = timbre.timbre_match(V, Vq, act)
+    info["timbre_match"] = None if match is None else round(match, 4)
+    if match is not None and match >= matched_threshold:
+        power = matched_power
+    info["mask_power"] = power
     Sp, Bp = S.pow(power), B.pow(power)
     m = Sp / (Sp + Bp + nmf.EPS)
     if hp_prior > 0:
@@ -168,6 +180,8 @@ def mask_nmf(
     seed: int = 0,
     hp_prior: float = 0.25,
     harmonic_threshold: float = HARMONIC_QUERY_THRESHOLD,
+    matched_power: float = MATCHED_POWER,
+    matched_threshold: float = MATCHED_TIMBRE_THRESHOLD,
 ) -> MaskResult:
     """Query-dictionary NMF soft mask, gated by the detector's activity.
 
@@ -186,16 +200,21 @@ def mask_nmf(
         h_q the query's harmonic fraction); 0 turns it off.
     harmonic_threshold : above this query harmonic fraction the query atoms also learn from the
         query transposed by ``HARMONIC_QUERY_SHIFTS`` semitones (> 1 turns it off).
+    matched_power, matched_threshold : when :func:`sourcesep.timbre.timbre_match` of the query
+        and the active frames reaches ``matched_threshold`` (a query from the target's own
+        recording), the exponent p is ``matched_power`` instead of ``power`` (> 1 turns it off).
 
     Returns
     -------
     MaskResult with ``mask`` (F, T) float32 numpy in [0, 1] and ``info`` (target share of the
-    active frames' energy, number of active frames, the query's harmonic fraction).
+    active frames' energy, number of active frames, the query's harmonic fraction, the timbre
+    match and the exponent p used).
     """
     V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
                                  n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
                                  n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior,
-                                 harmonic_threshold=harmonic_threshold)
+                                 harmonic_threshold=harmonic_threshold, matched_power=matched_power,
+                                 matched_threshold=matched_threshold)
     if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
@@ -222,6 +241,8 @@ def mask_wiener(
     seed: int = 0,
     hp_prior: float = 0.25,
     harmonic_threshold: float = HARMONIC_QUERY_THRESHOLD,
+    matched_power: float = MATCHED_POWER,
+    matched_threshold: float = MATCHED_TIMBRE_THRESHOLD,
 ) -> MaskResult:
     """NMF generalised Wiener mask ``S^p / (S^p + B^p)`` refined with a TV penalty, gated by activity.
 
@@ -233,7 +254,8 @@ def mask_wiener(
     V, act, m, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
                                  n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
                                  n_free_atoms=n_free_atoms, n_iter=n_iter, seed=seed, hp_prior=hp_prior,
-                                 harmonic_threshold=harmonic_threshold)
+                                 harmonic_threshold=harmonic_threshold, matched_power=matched_power,
+                                 matched_threshold=matched_threshold)
     if m is None:
         return MaskResult(mask=np.zeros(tuple(V.shape), np.float32), info=info)
     history: list[float] = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from signals import SR
+from signals import SR, noise
 from sourcesep import features
 from sourcesep.dgmo import refine_tv
 from sourcesep.maskers import activity_on_grid, mask_nmf, mask_wiener
@@ -106,3 +106,25 @@ def test_a_harmonic_query_is_learned_at_several_pitches(pair):
     assert spread.info["query_shifts_semitones"] == [-5.0, -3.0, -1.0, 1.0, 3.0, 5.0]
     assert "query_shifts_semitones" not in single.info
     assert kept(spread.mask) > kept(single.mask) + 0.05, (kept(spread.mask), kept(single.mask))
+
+
+def test_a_query_matching_the_target_recording_gets_a_sharper_mask(pair):
+    mix, query, gt, truth = pair
+    take = query + noise(len(query) / SR, seed=11, level=0.01)  # another take: the tone over a quieter bed
+    X = features.stft(torch.from_numpy(mix), NFFT, HOP)
+    Q = features.stft(torch.from_numpy(take), NFFT, HOP)
+    det = _oracle_detection(X.shape[1], truth)
+    G = features.stft(torch.from_numpy(gt), NFFT, HOP).abs().numpy() ** 2
+    N = features.stft(torch.from_numpy(mix - gt), NFFT, HOP).abs().numpy() ** 2
+    act = det.activity > 0
+
+    matched = mask_nmf(X, Q, det)
+    plain = mask_nmf(X, Q, det, matched_threshold=2.0)  # never matched: the base exponent
+    assert matched.info["timbre_match"] >= 0.9 and matched.info["mask_power"] == 0.5
+    assert plain.info["timbre_match"] == matched.info["timbre_match"] and plain.info["mask_power"] == 0.25
+
+    # Sharper: bins the tone dominates pass more, bins the bed dominates pass less.
+    tone_bins, bed_bins = (G > 10 * N) & act, (N > 10 * G) & act
+    assert tone_bins.sum() > 100 and bed_bins.sum() > 100
+    assert matched.mask[tone_bins].mean() > plain.mask[tone_bins].mean() + 0.02
+    assert matched.mask[bed_bins].mean() < plain.mask[bed_bins].mean() - 0.02
