@@ -133,7 +133,7 @@ def _tv_refine_autograd(mask0: torch.Tensor, steps: int, lr: float, lambda_tv: f
     for _ in range(steps):
         opt.zero_grad()
         loss = loss_fn()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         loss.backward()
         opt.step()
     with torch.no_grad():
