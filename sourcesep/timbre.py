@@ -25,7 +25,7 @@ def log_mel_shape(mag: torch.Tensor, sr: int = 16000) -> tuple[np.ndarray, np.nd
 
     Parameters
     ----------
-    mag : (F, T) magnitude spectrogram (F = n_fft // 2 + 1).
+    mag : (F, T) magnitude spectrogram (F = n_fft // 2 + 1), on any device.
     sr : sample rate (Hz).
 
     Returns
@@ -33,7 +33,8 @@ def log_mel_shape(mag: torch.Tensor, sr: int = 16000) -> tuple[np.ndarray, np.nd
     shape : (40, T) float64, natural-log mel power minus its mean over the bands.
     level_db : (T,) float64 frame power in dB (arbitrary reference).
     """
-    V = torch.as_tensor(mag).double()
+    # On the CPU: a few thousand numbers, and the windowed averages below are numpy.
+    V = torch.as_tensor(mag).detach().to("cpu", torch.float64)
     fb = features.mel_filterbank(V.shape[0], _N_MELS, sr, _FMIN_HZ, _FMAX_HZ, norm=None, dtype=torch.float64)
     power = V.square()
     mel = fb @ power

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from signals import SR, harmonic_tone, make_pair, noise
@@ -56,3 +57,11 @@ def test_no_evidence_gives_none():
     V = _mag(mix)
     assert timbre_match(V, _mag(query), np.zeros(V.shape[1])) is None
     assert timbre_match(V, _mag(np.zeros_like(query)), _activity(V.shape[1], segments)) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_spectrograms_give_the_cpu_match():
+    mix, query, _, segments = make_pair()
+    V, Vq = _mag(mix), _mag(_take(query))
+    act = _activity(V.shape[1], segments)
+    assert abs(timbre_match(V.cuda(), Vq.cuda(), act) - timbre_match(V, Vq, act)) < 1e-6
