@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""Masker and detector experiments on a benchmark split: one table row per variant.
+
+  python benchmarks/experiments.py --cases ../shared/bench/dev shipped eq-gt:bands=16,power=0.5 \
+      [--segments-from-gt] [--per-case] [--jobs 2]
+
+Each VARIANT is ``NAME`` or ``NAME:key=value,...`` (see ``--list``). Every variant runs the
+shipped query detector (or oracle segments from gt.wav with ``--segments-from-gt``, as in
+quality.py), builds its mask, applies it to the mixture STFT and scores the estimate with the
+benchmark's own SI-SDR (imported from CASES/../score.py). The row gives the scorer's mean / median
+over the present cases, the same over the cases with an audible target, group means over those
+(event same-class, event same-source, music, speech), and the leakage of the absent cases that
+were not silenced. ``shipped`` equals ``quality.py --detector query --masker nmf``.
+
+Variants named ``*-gt`` read gt.wav: they are bounds (what a perfect estimate of one quantity
+would give), not methods. The round-6 log in benchmarks/RESULTS.md was measured with this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import inspect
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+NFFT, HOP, SR = 512, 256, 16000
+INAUDIBLE_PEAK = 1e-3  # gt.wav peaks below this: the target is inaudible (quality.py's caveats)
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+def _ctx_with_activity(ctx: dict, activity: np.ndarray) -> dict:
+    """A copy of ctx whose detection has ``activity`` (T,) on the mixture's STFT frames."""
+    det = copy.copy(ctx["det"])
+    det.activity, det.times_s = np.asarray(activity, dtype=np.float64), ctx["times"]
+    return dict(ctx, det=det)
+
+
+def _shipped_mask(ctx: dict, query_mag=None, **kw) -> np.ndarray:
+    """The shipped NMF mask (F, T), optionally with another query magnitude (F, Tq)."""
+    from sourcesep import maskers
+
+    q = ctx["Q"] if query_mag is None else query_mag  # a magnitude is its own |STFT|
+    return maskers.mask_nmf(ctx["X"], q, ctx["det"], frame_times_s=ctx["times"], **kw).mask
+
+
+def _activity(ctx: dict) -> np.ndarray:
+    from sourcesep import maskers
+
+    return maskers.activity_on_grid(ctx["det"], ctx["V"].shape[1], ctx["times"])
+
+
+def _band_weights(n_freqs: int, n_bands: int):
+    """(n_bands, F) mel-band interpolation weights whose columns sum to 1 (bins below the first
+    band's support go to the first band, above the last to the last)."""
+    import torch
+
+    from sourcesep import features
+
+    fb = features.mel_filterbank(n_freqs, n_bands, SR, 50.0, 8000.0, norm=None, dtype=torch.float64)
+    w = fb / fb.sum(0, keepdim=True).clamp_min(1e-12)
+    empty = fb.sum(0) <= 0
+    low = torch.arange(n_freqs) < n_freqs // 2
+    w[:, empty] = 0.0
+    w[0, empty & low] = 1.0
+    w[-1, empty & ~low] = 1.0
+    return w
+
+
+def _loud_mean_power(mag, loud_db: float = 40.0):
+    """(F,) mean power over the frames within ``loud_db`` of the loudest."""
+    import torch
+
+    p = mag.double().square()
+    level = 10 * torch.log10(p.sum(0) + 1e-20)
+    return p[:, level > level.max() - loud_db].mean(1)
+
+
+def _eq_gain(target_power, query_power, n_bands: int, limit_db: float = 20.0, side: str = "both"):
+    """(F,) magnitude gain that gives the query's long-term spectrum the target's, smoothed over
+    ``n_bands`` mel bands and limited to ± ``limit_db``; its power-weighted mean log is 0.
+    ``side`` "cut" keeps only the attenuations, "boost" only the gains."""
+    import torch
+
+    w = _band_weights(target_power.shape[0], n_bands)
+    a, b = w @ target_power, w @ query_power
+    r = torch.log(a + 1e-12 * a.max()) - torch.log(b + 1e-12 * b.max())
+    r = r - (r * b).sum() / b.sum()
+    lim = limit_db / 10 * np.log(10)
+    r = r.clamp(-lim if side != "boost" else 0.0, lim if side != "cut" else 0.0)
+    return torch.exp(0.5 * (w.T @ r)).float()
+
+
+# --------------------------------------------------------------------------- variants
+
+def shipped(ctx: dict) -> np.ndarray:
+    """The shipped masker (`--masker nmf`)."""
+    return _shipped_mask(ctx)
+
+
+def eq_gt(ctx: dict, bands: int = 16, power: float = 0.25, side: str = "both") -> np.ndarray:
+    """Bound: the query equalised to the true target's long-term spectrum (``bands`` mel bands),
+    mask exponent ``power`` (a matching timbre still raises it to 0.5)."""
+    import torch
+
+    from sourcesep import features
+
+    G = features.magnitude(features.stft(torch.from_numpy(ctx["gt"]), NFFT, HOP))
+    if float(G.sum()) <= 0:
+        return _shipped_mask(ctx, power=power)
+    g = _eq_gain(_loud_mean_power(G), _loud_mean_power(ctx["Vq"]), bands, side=side)
+    return _shipped_mask(ctx, ctx["Vq"] * g[:, None], power=power)
+
+
+def eq_mix(ctx: dict, bands: int = 16, strength: float = 1.0) -> np.ndarray:
+    """The query equalised towards the mixture's active frames (target and interferers together),
+    ``strength`` 1 fully, 0.5 half-way in dB."""
+    act = _activity(ctx) >= 0.5
+    if act.sum() < 6:
+        return shipped(ctx)
+    g = _eq_gain(_loud_mean_power(ctx["V"][:, act]), _loud_mean_power(ctx["Vq"]), bands)
+    return _shipped_mask(ctx, ctx["Vq"] * g.pow(strength)[:, None])
+
+
+def eq_bound(ctx: dict, bands: int = 16, share: float = 0.3, power: float = 0.25) -> np.ndarray:
+    """The query cut only where it cannot match the target: power adds, so the target's share of
+    any band is at most the mixture's active frames' share divided by the target's share of their
+    energy (at least ``share``); query bands above that bound are lowered to it."""
+    import torch
+
+    act = _activity(ctx) >= 0.5
+    if act.sum() < 6:
+        return shipped(ctx)
+    w = _band_weights(ctx["V"].shape[0], bands)
+    m = w @ _loud_mean_power(ctx["V"][:, act])
+    q = w @ _loud_mean_power(ctx["Vq"])
+    m, q = m / m.sum(), q / q.sum()
+    cut = torch.clamp(m / (share * q + 1e-30), max=1.0)
+    return _shipped_mask(ctx, ctx["Vq"] * (w.T @ cut.sqrt()).float()[:, None], power=power)
+
+
+def eq_robust(ctx: dict, bands: int = 16, percentile: float = 20.0, strength: float = 1.0,
+              limit_db: float = 12.0) -> np.ndarray:
+    """The query equalised by a low percentile over the active loud frames of the band-wise log
+    ratio mixture / query (each frame's median band removed): interferers that come and go raise
+    the upper percentiles only."""
+    import torch
+
+    act = _activity(ctx)
+    w = _band_weights(ctx["V"].shape[0], bands)
+    logmel = lambda m: torch.log(w @ m.double().square() + 1e-20).numpy()  # noqa: E731
+    M, Mq = logmel(ctx["V"]), logmel(ctx["Vq"])
+    level = np.log(ctx["V"].double().square().sum(0).numpy() + 1e-20)
+    sel = (act >= 0.5) & (level > level.max() - 30 / 4.343)
+    if sel.sum() < 6:
+        return shipped(ctx)
+    qlevel = np.log(ctx["Vq"].double().square().sum(0).numpy() + 1e-20)
+    q_mean = np.log(np.exp(Mq[:, qlevel > qlevel.max() - 30 / 4.343]).mean(1) + 1e-20)
+    d = M[:, sel] - q_mean[:, None]
+    d = d - np.median(d, axis=0, keepdims=True)
+    r = np.percentile(d, percentile, axis=1)
+    r = np.clip((r - r.mean()) * strength, -limit_db / 4.343, limit_db / 4.343)
+    g = torch.exp(0.5 * (w.T @ torch.from_numpy(r))).float()
+    return _shipped_mask(ctx, ctx["Vq"] * g[:, None])
+
+
+def eq_masked(ctx: dict, bands: int = 16, strength: float = 1.0, rounds: int = 1, mask_power: float = 1.0,
+              power: float = 0.25) -> np.ndarray:
+    """The query equalised towards the long-term spectrum of a first estimate of the target:
+    the mixture's active frames weighted by the NMF ratio ``(S^q / (S^q + B^q))²`` (q =
+    ``mask_power``), repeated ``rounds`` times with the equalised query."""
+    import torch
+
+    from sourcesep import maskers
+
+    V, Vq = ctx["V"], ctx["Vq"]
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    on = act >= 0.5
+    if int(on.sum()) < 6:
+        return shipped(ctx)
+    q_power = _loud_mean_power(Vq)
+    g = torch.ones(V.shape[0])
+    for _ in range(rounds):
+        S, B = maskers.nmf_parts(V, Vq * g[:, None], act, n_free_atoms=maskers.free_atoms_for(ctx["det"]))
+        m = S.pow(mask_power) / (S.pow(mask_power) + B.pow(mask_power) + 1e-12)
+        est = (m * V)[:, on]
+        g = _eq_gain(_loud_mean_power(est), q_power, bands).pow(strength)
+    return _shipped_mask(ctx, Vq * g[:, None], power=power)
+
+
+def eq_fit(ctx: dict, bands: int = 16, limit_db: float = 20.0, free: int = 8, n_iter: int = 40,
+           power: float = 0.25) -> np.ndarray:
+    """The query equalised by a smooth gain fitted inside the semi-supervised NMF: the mixture ≈
+    diag(g) W_q H_q + W_b H_b + W_f H_f on the active frames, g = ``bands`` mel-band gains
+    (multiplicative KL updates, limited to ± ``limit_db``), then the shipped mask with the
+    equalised query."""
+    import torch
+
+    from sourcesep import features, hpss, maskers, nmf
+
+    V, Vq = ctx["V"], ctx["Vq"]
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    if hpss.harmonic_fraction(Vq) > maskers.HARMONIC_QUERY_THRESHOLD:
+        copies = [features.shift_frequency(Vq[:, ::2], s) for s in maskers.HARMONIC_QUERY_SHIFTS]
+        Vq_train = torch.cat([Vq, *copies], 1)
+    else:
+        Vq_train = Vq
+    Wq = nmf.learn_dictionary(Vq_train, 32, n_iter=n_iter)
+    inactive = act < 0.5
+    fixed_b = int(inactive.sum()) >= 10
+    Wb = (nmf.learn_dictionary(V[:, inactive], 32, n_iter=n_iter, seed=3) if fixed_b
+          else nmf.normalise_columns(nmf.random_init(V.shape[0], 32, seed=3))[0])
+    Wf = nmf.normalise_columns(nmf.random_init(V.shape[0], free, seed=7))[0]
+    W = torch.cat([Wq, Wb, Wf], 1)
+    kq = Wq.shape[1]
+    H = torch.full((W.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
+    learn = torch.zeros(W.shape[1], dtype=torch.bool)
+    learn[kq + (32 if fixed_b else 0):] = True
+    bw = _band_weights(V.shape[0], bands).float()
+    c = torch.ones(bands)
+    lim = 10 ** (limit_db / 20)
+    for _ in range(n_iter):
+        g = bw.T @ c
+        We = torch.cat([Wq * g[:, None], W[:, kq:]], 1)
+        H = H * (We.T @ (V / (We @ H).clamp_min(nmf.EPS))) / We.sum(0)[:, None].clamp_min(nmf.EPS)
+        ratio = V / (We @ H).clamp_min(nmf.EPS)
+        Wn = W * (ratio @ H.T) / H.sum(1)[None].clamp_min(nmf.EPS)
+        W = torch.where(learn[None], Wn, W)
+        s = torch.where(learn, W.sum(0), torch.ones(W.shape[1]))
+        W, H = W / s, H * s[:, None]
+        We = torch.cat([Wq * g[:, None], W[:, kq:]], 1)
+        S0 = Wq @ H[:kq]
+        ratio = V / (We @ H).clamp_min(nmf.EPS)
+        c = c * (bw @ (S0 * ratio * act).sum(1)) / (bw @ (S0 * act).sum(1)).clamp_min(1e-12)
+        lc = torch.log(c)
+        c = torch.exp(lc - lc.mean()).clamp(1 / lim, lim)
+    return _shipped_mask(ctx, Vq * (bw.T @ c)[:, None], power=power)
+
+
+def refine_gt(ctx: dict, dilate: int = 5) -> np.ndarray:
+    """Bound: the detected activity kept only on frames where the true target is within 30 dB of
+    its loudest frame (dilated by ``dilate`` frames): a perfect refinement of the detection."""
+    import torch
+    from scipy.ndimage import maximum_filter1d
+
+    from sourcesep import features
+
+    G = features.magnitude(features.stft(torch.from_numpy(ctx["gt"]), NFFT, HOP)).double().square().sum(0).numpy()
+    on = 10 * np.log10(G + 1e-20) > 10 * np.log10(G.max() + 1e-20) - 30
+    return _shipped_mask(_ctx_with_activity(ctx, _activity(ctx) * maximum_filter1d(on.astype(float), dilate)))
+
+
+def _shape_cos(u: np.ndarray, v: np.ndarray) -> float:
+    return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12))
+
+
+def pieces(ctx: dict, half: int = 16, novelty: float = 0.1, delta: float = 0.25, floor: float = 0.0,
+           soft: float = 0.0, min_frames: int = 8) -> np.ndarray:
+    """Timbre gate over homogeneous pieces: the active region is cut where the mean log-mel shape
+    of the ``half`` frames before and after differs (1 − cosine, local maxima above ``novelty``);
+    a piece whose shape is more than ``delta`` (cosine) less query-like than the most query-like
+    piece (of ≥ ``min_frames`` loud frames) keeps ``floor`` of its activity (``soft`` > 0: a
+    logistic of that slope instead of a step)."""
+    from sourcesep import timbre
+
+    act = _activity(ctx).copy()
+    shape, level = timbre.log_mel_shape(ctx["V"])
+    q_shape, q_level = timbre.log_mel_shape(ctx["Vq"])
+    q_mean = q_shape[:, q_level > q_level.max() - 30].mean(1)
+    loud = level > level.max() - 40
+    T = shape.shape[1]
+    csum = np.concatenate([np.zeros((shape.shape[0], 1)), np.cumsum(shape * loud, 1)], 1)
+    cnt = np.concatenate([[0], np.cumsum(loud)])
+
+    def mean_shape(a: int, b: int):
+        n = cnt[b] - cnt[a]
+        return None if n < 3 else (csum[:, b] - csum[:, a]) / n
+
+    nov = np.zeros(T)
+    for t in range(half, T - half):
+        left, right = mean_shape(t - half, t), mean_shape(t, t + half)
+        if left is not None and right is not None:
+            nov[t] = 1 - _shape_cos(left, right)
+    on = act >= 0.5
+    cuts = {0, T} | {t for t in range(1, T) if on[t] != on[t - 1]}
+    cuts |= {t for t in range(1, T - 1) if nov[t] > novelty and nov[t] == nov[max(0, t - half):t + half + 1].max()}
+    cuts = sorted(cuts)
+    spans = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if on[a:b].any():
+            ms = mean_shape(a, b)
+            spans.append((a, b, None if ms is None else _shape_cos(q_mean, ms), cnt[b] - cnt[a]))
+    eligible = [s for _, _, s, n in spans if s is not None and n >= min_frames]
+    if not eligible:
+        return shipped(ctx)
+    best = max(eligible)
+    for a, b, sim, _ in spans:
+        if sim is None:
+            continue
+        if soft > 0:
+            keep = 1 / (1 + np.exp(-(sim - (best - delta)) / soft))
+        else:
+            keep = float(sim >= best - delta)
+        act[a:b] *= floor + (1 - floor) * keep
+    return _shipped_mask(_ctx_with_activity(ctx, act))
+
+
+def _modulation_features(logmel: np.ndarray, window: int) -> np.ndarray:
+    """(2·B, T): per band, the rms frame-to-frame change and the standard deviation of its dB
+    level over ``window`` frames around each frame."""
+    k = np.ones(window) / window
+    box = lambda x: np.stack([np.convolve(r, k, "same") for r in x])  # noqa: E731
+    d = np.diff(logmel, axis=1, prepend=logmel[:, :1])
+    mu = box(logmel)
+    return np.concatenate([np.sqrt(box(d ** 2)), np.sqrt(np.maximum(box(logmel ** 2) - mu ** 2, 0))])
+
+
+def modulation(ctx: dict, theta: float = -1.0, slope: float = 3.0, floor: float = 0.0,
+               with_timbre: bool = False, window: int = 31, smooth: int = 9) -> np.ndarray:
+    """Activity weighted by a frame score: z-scored (over the active frames) closeness of the
+    frame's modulation features (20 mel bands, ``window`` frames) to the query's median, plus the
+    z-scored frame level (plus the 0.5 s timbre cosine with ``with_timbre``); a logistic of
+    ``slope`` around ``theta`` keeps the frame."""
+    import torch
+
+    from sourcesep import features, timbre
+
+    act = _activity(ctx).copy()
+    on = act >= 0.5
+    if on.sum() < 10:
+        return shipped(ctx)
+    fb = features.mel_filterbank(ctx["V"].shape[0], 20, SR, 50.0, 7600.0, norm=None, dtype=torch.float64)
+    logmel = lambda m: 10 * np.log10((fb @ m.double().square()).numpy() + 1e-10)  # noqa: E731
+    L, Lq = logmel(ctx["V"]), logmel(ctx["Vq"])
+    L, Lq = np.maximum(L, L.max() - 60), np.maximum(Lq, Lq.max() - 60)
+    F, Fq = _modulation_features(L, window), _modulation_features(Lq, window)
+    q_loud = Lq.max(0) > np.percentile(Lq.max(0), 30)
+    closeness = -np.sqrt(((F - np.median(Fq[:, q_loud], 1)[:, None]) ** 2).mean(0))
+    shape, level = timbre.log_mel_shape(ctx["V"])
+    z = lambda v: (v - v[on].mean()) / (v[on].std() + 1e-9)  # noqa: E731
+    parts = [z(closeness), z(level)]
+    if with_timbre:
+        q_shape, q_level = timbre.log_mel_shape(ctx["Vq"])
+        q_mean = q_shape[:, q_level > q_level.max() - 30].mean(1)
+        k = np.ones(31) / 31
+        local = np.stack([np.convolve(r, k, "same") for r in shape])
+        parts.append(z(q_mean @ local / (np.linalg.norm(q_mean) * np.linalg.norm(local, axis=0) + 1e-12)))
+    score = np.sum(parts, 0) / np.sqrt(len(parts))
+    if smooth > 1:
+        score = np.convolve(score, np.ones(smooth) / smooth, "same")
+    keep = floor + (1 - floor) / (1 + np.exp(-slope * (score - theta)))
+    return _shipped_mask(_ctx_with_activity(ctx, act * keep))
+
+
+def power_ramp(ctx: dict, low: float = 0.85, high: float = 0.95, p0: float = 0.25, p1: float = 0.5) -> np.ndarray:
+    """The mask exponent rises linearly from ``p0`` at timbre match ``low`` to ``p1`` at ``high``
+    (the shipped rule is a step from 0.25 to 0.5 at 0.9)."""
+    from sourcesep import timbre
+
+    match = timbre.timbre_match(ctx["V"], ctx["Vq"], _activity(ctx))
+    w = 0.0 if match is None else float(np.clip((match - low) / (high - low), 0, 1))
+    return _shipped_mask(ctx, power=p0 + (p1 - p0) * w, matched_threshold=2.0)
+
+
+VARIANTS = {
+    "shipped": shipped,
+    "eq-gt": eq_gt,
+    "eq-mix": eq_mix,
+    "eq-robust": eq_robust,
+    "eq-bound": eq_bound,
+    "eq-masked": eq_masked,
+    "eq-fit": eq_fit,
+    "refine-gt": refine_gt,
+    "pieces": pieces,
+    "modulation": modulation,
+    "power-ramp": power_ramp,
+}
+
+
+# --------------------------------------------------------------------------- running and scoring
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``NAME`` or ``NAME:key=value,...`` → (name, kwargs) with numbers and booleans parsed."""
+    from quality import _parse_value
+
+    name, _, rest = spec.partition(":")
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    kw = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, val = item.partition("=")
+        if not eq:
+            raise SystemExit(f"variant {spec!r}: {item!r} is not key=value")
+        kw[key.replace("-", "_")] = _parse_value(val)
+    return name, kw
+
+
+def _load_scorer(cases: Path):
+    spec = importlib.util.spec_from_file_location("bench_score", cases.parent / "score.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_case(job: tuple[str, str, str, bool]) -> tuple[str, float]:
+    """Score one case: SI-SDRi (dB) when the target is present, else leakage (dB re mixture);
+    ``-inf`` leakage for an exactly silent estimate."""
+    case_dir, spec, _, oracle = job
+    import soundfile as sf
+    import torch
+
+    torch.set_num_threads(1)
+    from quality import gt_segments
+
+    from sourcesep import detect, features, reconstruct
+    from sourcesep.querydetect import detect_query
+    from sourcesep.types import Segment
+
+    d = Path(case_dir)
+    mix = sf.read(d / "mix.wav", dtype="float32")[0]
+    query = sf.read(d / "query.wav", dtype="float32")[0]
+    gt = sf.read(d / "gt.wav", dtype="float32")[0]
+    meta = json.loads((d / "meta.json").read_text())
+    X = features.stft(torch.from_numpy(mix), NFFT, HOP)
+    Q = features.stft(torch.from_numpy(query), NFFT, HOP)
+    times = features.frame_times(X.shape[1], HOP, SR)
+    if oracle:
+        segs = [Segment(a, b, 1.0) for a, b in gt_segments(gt, floor_db=-30.0, merge_gap_s=0.1)]
+        det = detect.detect_oracle(segs, len(mix) / SR, times)
+    else:
+        det = detect_query(mix, query, mix_stft=X, query_stft=Q)
+    if det.found:
+        name, kw = parse_variant(spec)
+        ctx = dict(mix=mix, query=query, gt=gt, X=X, Q=Q, V=features.magnitude(X),
+                   Vq=features.magnitude(Q), times=times, det=det)
+        mask = VARIANTS[name](ctx, **kw)
+        est = np.asarray(reconstruct.apply_mask(X, torch.as_tensor(mask), NFFT, HOP, len(mix)), dtype=np.float64)
+    else:
+        est = np.zeros(len(mix))
+    scorer = _load_scorer(d.parent)
+    mix64, gt64 = mix.astype(np.float64), gt.astype(np.float64)
+    if meta["target_present"]:
+        return d.name, float(scorer.si_sdr(est, gt64) - scorer.si_sdr(mix64, gt64))
+    e = float(est @ est)
+    return d.name, (10 * np.log10(e / float(mix64 @ mix64)) if e > 0 else -np.inf)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="*", help="NAME or NAME:key=value,... (see --list)")
+    ap.add_argument("--cases", help="benchmark split folder (with manifest.json)")
+    ap.add_argument("--segments-from-gt", action="store_true", help="oracle segments instead of the query detector")
+    ap.add_argument("--per-case", action="store_true", help="also print every case's figure per variant")
+    ap.add_argument("--jobs", type=int, default=2, help="cases in parallel (1 thread each)")
+    ap.add_argument("--list", action="store_true", help="list the variants and their parameters")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, fn in VARIANTS.items():
+            params = list(inspect.signature(fn).parameters.values())[1:]
+            defaults = ",".join(f"{p.name}={p.default}" for p in params)
+            print(f"{name}{':' + defaults if defaults else ''}\n    {' '.join((fn.__doc__ or '').split())}")
+        return 0
+    if not args.cases or not args.variants:
+        ap.error("--cases and at least one variant are needed (or --list)")
+    for spec in args.variants:
+        parse_variant(spec)
+    cases = Path(args.cases).resolve()
+    manifest = json.loads((cases / "manifest.json").read_text())
+    metas = {c["case"]: c for c in manifest["cases"]}
+    inaudible = {n for n, c in metas.items() if c["target_present"]
+                 and np.abs(_read(cases / n / "gt.wav")).max() < INAUDIBLE_PEAK}
+    table: dict[str, dict[str, float]] = {}
+    det_name = "oracle" if args.segments_from_gt else "query"
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        for spec in args.variants:
+            jobs = [(str(cases / n), spec, det_name, args.segments_from_gt) for n in metas]
+            table[spec] = dict(ex.map(run_case, jobs))
+            print(_row(spec, det_name, table[spec], metas, inaudible), flush=True)
+    if args.per_case:
+        print("case  " + " ".join(f"{s[:12]:>12s}" for s in args.variants) + "  label")
+        for n, c in metas.items():
+            print(f"{n:5s} " + " ".join(f"{table[s][n]:12.2f}" for s in args.variants) + f"  {c['label']}")
+    return 0
+
+
+def _read(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    return sf.read(path, dtype="float32")[0]
+
+
+def _row(spec: str, det_name: str, res: dict[str, float], metas: dict, inaudible: set[str]) -> str:
+    present = [n for n, c in metas.items() if c["target_present"]]
+    audible = [n for n in present if n not in inaudible]
+    a, a49 = np.array([res[n] for n in present]), np.array([res[n] for n in audible])
+    groups: dict[str, list[float]] = {}
+    for n in audible:
+        c = metas[n]
+        groups.setdefault(f"{c['kind'][:2]}-{c['query_mode'][5:9]}", []).append(res[n])
+    g = " ".join(f"{k} {np.mean(v):5.2f}" for k, v in sorted(groups.items()))
+    leaks = [res[n] for n, c in metas.items() if not c["target_present"] and np.isfinite(res[n])]
+    leak = f"{np.mean(leaks):6.2f}" if leaks else "   -  "
+    return (f"{spec:32s} {det_name:6s} {a.size}: {a.mean():5.2f} / {np.median(a):5.2f}  "
+            f"{a49.size}: {a49.mean():5.2f} / {np.median(a49):5.2f} | {g} | leak (not silenced) {leak}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
