@@ -122,13 +122,20 @@ def eq_gt(ctx: dict, bands: int = 16, power: float = 0.25, side: str = "both") -
     return _shipped_mask(ctx, ctx["Vq"] * g[:, None], power=power)
 
 
-def eq_mix(ctx: dict, bands: int = 16, strength: float = 1.0) -> np.ndarray:
+def eq_mix(ctx: dict, bands: int = 16, strength: float = 1.0, limit_db: float = 20.0, side: str = "both",
+           skip_matched: bool = False) -> np.ndarray:
     """The query equalised towards the mixture's active frames (target and interferers together),
     ``strength`` 1 fully, 0.5 half-way in dB."""
     act = _activity(ctx) >= 0.5
     if act.sum() < 6:
         return shipped(ctx)
-    g = _eq_gain(_loud_mean_power(ctx["V"][:, act]), _loud_mean_power(ctx["Vq"]), bands)
+    if skip_matched:
+        from sourcesep import maskers, timbre
+
+        match = timbre.timbre_match(ctx["V"], ctx["Vq"], _activity(ctx))
+        if match is not None and match >= maskers.MATCHED_TIMBRE_THRESHOLD:
+            return shipped(ctx)
+    g = _eq_gain(_loud_mean_power(ctx["V"][:, act]), _loud_mean_power(ctx["Vq"]), bands, limit_db, side)
     return _shipped_mask(ctx, ctx["Vq"] * g.pow(strength)[:, None])
 
 
@@ -245,6 +252,28 @@ def eq_fit(ctx: dict, bands: int = 16, limit_db: float = 20.0, free: int = 8, n_
         lc = torch.log(c)
         c = torch.exp(lc - lc.mean()).clamp(1 / lim, lim)
     return _shipped_mask(ctx, Vq * (bw.T @ c)[:, None], power=power)
+
+
+def query_loud(ctx: dict, loud_db: float = 30.0) -> np.ndarray:
+    """The query's atoms learned only from its frames within ``loud_db`` of its loudest (its
+    quiet frames hold the query recording's own background, not the sound)."""
+    level = 10 * np.log10(ctx["Vq"].double().square().sum(0).numpy() + 1e-20)
+    keep = level > level.max() - loud_db
+    if keep.sum() < 4:
+        return shipped(ctx)
+    return _shipped_mask(ctx, ctx["Vq"][:, keep])
+
+
+def query_denoise(ctx: dict, percentile: float = 10.0, alpha: float = 1.0, beta: float = 0.1) -> np.ndarray:
+    """The query's own stationary background removed before its atoms are learned: power spectral
+    subtraction of ``alpha`` times its per-bin ``percentile`` over frames, floored at ``beta`` of
+    the original power."""
+    import torch
+
+    P = ctx["Vq"].double().square()
+    noise = torch.quantile(P, percentile / 100, dim=1, keepdim=True)
+    clean = torch.maximum(P - alpha * noise, beta * P).sqrt().float()
+    return _shipped_mask(ctx, clean)
 
 
 def refine_gt(ctx: dict, dilate: int = 5) -> np.ndarray:
@@ -380,6 +409,8 @@ VARIANTS = {
     "eq-bound": eq_bound,
     "eq-masked": eq_masked,
     "eq-fit": eq_fit,
+    "query-loud": query_loud,
+    "query-denoise": query_denoise,
     "refine-gt": refine_gt,
     "pieces": pieces,
     "modulation": modulation,
