@@ -60,6 +60,14 @@ def _activity(ctx: dict) -> np.ndarray:
     return maskers.activity_on_grid(ctx["det"], ctx["V"].shape[1], ctx["times"])
 
 
+def _matched(ctx: dict) -> bool:
+    """Whether the query's timbre matches the active frames (the shipped sharper-mask rule)."""
+    from sourcesep import maskers, timbre
+
+    match = timbre.timbre_match(ctx["V"], ctx["Vq"], _activity(ctx))
+    return match is not None and match >= maskers.MATCHED_TIMBRE_THRESHOLD
+
+
 def _band_weights(n_freqs: int, n_bands: int):
     """(n_bands, F) mel-band interpolation weights whose columns sum to 1 (bins below the first
     band's support go to the first band, above the last to the last)."""
@@ -90,10 +98,15 @@ def _eq_gain(target_power, query_power, n_bands: int, limit_db: float = 20.0, si
     """(F,) magnitude gain that gives the query's long-term spectrum the target's, smoothed over
     ``n_bands`` mel bands and limited to ± ``limit_db``; its power-weighted mean log is 0.
     ``side`` "cut" keeps only the attenuations, "boost" only the gains."""
+    w = _band_weights(target_power.shape[0], n_bands)
+    return _band_gain(w @ target_power.double(), w @ query_power.double(), w, limit_db, side)
+
+
+def _band_gain(target_bands, query_bands, w, limit_db: float = 20.0, side: str = "both"):
+    """As :func:`_eq_gain`, from band powers (n_bands,) and the band weights w (n_bands, F)."""
     import torch
 
-    w = _band_weights(target_power.shape[0], n_bands)
-    a, b = w @ target_power, w @ query_power
+    a, b = target_bands, query_bands
     r = torch.log(a + 1e-12 * a.max()) - torch.log(b + 1e-12 * b.max())
     r = r - (r * b).sum() / b.sum()
     lim = limit_db / 10 * np.log(10)
@@ -125,16 +138,14 @@ def eq_gt(ctx: dict, bands: int = 16, power: float = 0.25, side: str = "both") -
 def eq_mix(ctx: dict, bands: int = 16, strength: float = 1.0, limit_db: float = 20.0, side: str = "both",
            skip_matched: bool = False) -> np.ndarray:
     """The query equalised towards the mixture's active frames (target and interferers together),
-    ``strength`` 1 fully, 0.5 half-way in dB."""
+    ``strength`` 1 fully, 0.5 half-way in dB, limited to ± ``limit_db``; ``side`` "cut" or
+    "boost" keeps one direction only; ``skip_matched`` leaves a query whose timbre matches
+    (sourcesep.timbre) as it is."""
     act = _activity(ctx) >= 0.5
     if act.sum() < 6:
         return shipped(ctx)
-    if skip_matched:
-        from sourcesep import maskers, timbre
-
-        match = timbre.timbre_match(ctx["V"], ctx["Vq"], _activity(ctx))
-        if match is not None and match >= maskers.MATCHED_TIMBRE_THRESHOLD:
-            return shipped(ctx)
+    if skip_matched and _matched(ctx):
+        return shipped(ctx)
     g = _eq_gain(_loud_mean_power(ctx["V"][:, act]), _loud_mean_power(ctx["Vq"]), bands, limit_db, side)
     return _shipped_mask(ctx, ctx["Vq"] * g.pow(strength)[:, None])
 
@@ -203,6 +214,54 @@ def eq_masked(ctx: dict, bands: int = 16, strength: float = 1.0, rounds: int = 1
         est = (m * V)[:, on]
         g = _eq_gain(_loud_mean_power(est), q_power, bands).pow(strength)
     return _shipped_mask(ctx, Vq * g[:, None], power=power)
+
+
+def eq_onset(ctx: dict, bands: int = 16, half: int = 16, strength: float = 1.0, limit_db: float = 20.0,
+             pick: str = "similar", min_rise_db: float = 3.0, power: float = 0.25,
+             skip_matched: bool = False) -> np.ndarray:
+    """The query equalised towards the spectrum a source adds when it starts: at each onset in or
+    just before the active region (band power over the ``half`` frames after minus the ``half``
+    before, a local maximum of the total rise of at least ``min_rise_db``), the positive part of
+    that difference is the new source's spectrum, whatever sounded before. ``pick`` "similar"
+    takes the onset whose added spectrum is closest to the query's (cosine of 16-band dB
+    spectra), "strongest" the largest rise, "mean" a rise-weighted mean of all. ``skip_matched``
+    leaves a query whose timbre matches as it is."""
+    import torch
+
+    act = _activity(ctx) >= 0.5
+    if act.sum() < 6 or (skip_matched and _matched(ctx)):
+        return shipped(ctx)
+    w = _band_weights(ctx["V"].shape[0], bands)
+    P = (w @ ctx["V"].double().square()).numpy()  # (bands, T)
+    T = P.shape[1]
+    q = (w @ _loud_mean_power(ctx["Vq"])).numpy()
+    csum = np.concatenate([np.zeros((bands, 1)), np.cumsum(P, 1)], 1)
+    # Candidate onsets: active frames and the half-window before the activity starts.
+    region = np.convolve(act.astype(float), np.ones(2 * half + 1), "same") > 0
+    rise = np.full(T, -np.inf)
+    added = np.zeros((bands, T))
+    for t in range(half, T - half):
+        if not region[t]:
+            continue
+        before = (csum[:, t] - csum[:, t - half]) / half
+        after = (csum[:, t + half] - csum[:, t]) / half
+        added[:, t] = np.maximum(after - before, 0.0)
+        rise[t] = 10 * np.log10((after.sum() + 1e-20) / (before.sum() + 1e-20))
+    peaks = [t for t in range(half, T - half) if rise[t] >= min_rise_db
+             and rise[t] == rise[max(0, t - half):t + half + 1].max() and added[:, t].sum() > 0]
+    if not peaks:
+        return shipped(ctx)
+    db = lambda x: 10 * np.log10(x / x.sum() + 1e-12)  # noqa: E731
+    if pick == "strongest":
+        spec = added[:, max(peaks, key=lambda t: rise[t])]
+    elif pick == "mean":
+        wts = np.array([10 ** (rise[t] / 10) for t in peaks])
+        spec = sum(wt * added[:, t] / added[:, t].sum() for wt, t in zip(wts, peaks))
+    else:
+        qd = db(q) - db(q).mean()
+        spec = added[:, max(peaks, key=lambda t: _shape_cos(qd, db(added[:, t]) - db(added[:, t]).mean()))]
+    g = _band_gain(torch.from_numpy(spec), torch.from_numpy(q), w, limit_db)
+    return _shipped_mask(ctx, ctx["Vq"] * g.pow(strength)[:, None], power=power)
 
 
 def eq_fit(ctx: dict, bands: int = 16, limit_db: float = 20.0, free: int = 8, n_iter: int = 40,
@@ -408,6 +467,7 @@ VARIANTS = {
     "eq-robust": eq_robust,
     "eq-bound": eq_bound,
     "eq-masked": eq_masked,
+    "eq-onset": eq_onset,
     "eq-fit": eq_fit,
     "query-loud": query_loud,
     "query-denoise": query_denoise,
