@@ -450,6 +450,15 @@ def modulation(ctx: dict, theta: float = -1.0, slope: float = 3.0, floor: float 
     return _shipped_mask(_ctx_with_activity(ctx, act * keep))
 
 
+def hp_strength(ctx: dict, gamma: float = 0.25, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+    """The harmonic/percussive prior's exponent set to ``gamma`` for queries whose harmonic
+    fraction lies in [``low``, ``high``] (the shipped exponent 0.25 elsewhere)."""
+    from sourcesep import hpss
+
+    hq = hpss.harmonic_fraction(ctx["Vq"])
+    return _shipped_mask(ctx, hp_prior=gamma if low <= hq <= high else 0.25)
+
+
 def power_ramp(ctx: dict, low: float = 0.85, high: float = 0.95, p0: float = 0.25, p1: float = 0.5) -> np.ndarray:
     """The mask exponent rises linearly from ``p0`` at timbre match ``low`` to ``p1`` at ``high``
     (the shipped rule is a step from 0.25 to 0.5 at 0.9)."""
@@ -475,6 +484,7 @@ VARIANTS = {
     "pieces": pieces,
     "modulation": modulation,
     "power-ramp": power_ramp,
+    "hp-strength": hp_strength,
 }
 
 
