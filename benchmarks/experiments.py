@@ -459,6 +459,63 @@ def hp_strength(ctx: dict, gamma: float = 0.25, low: float = 0.0, high: float = 
     return _shipped_mask(ctx, hp_prior=gamma if low <= hq <= high else 0.25)
 
 
+def clusters(ctx: dict, free: int = 16, groups: int = 3, n_iter: int = 60, smooth: int = 9,
+             power: float = 0.25, hp_prior: float = 0.25, margin: float = 1.0) -> np.ndarray:
+    """The target's components taken from the mixture itself, the query only choosing them: ``free``
+    atoms learned on the active frames (beside fixed background atoms from the inactive ones),
+    grouped into ``groups`` sources by co-modulation (average-linkage clustering of the correlation
+    of their smoothed log activations); each atom's query share is the part of it that the query's
+    atoms explain when it is fitted by query and background atoms together; the group with the
+    highest energy-weighted share, and any group within ``margin`` times the runner-up gap of it
+    (1: the best group only), is the target."""
+    import torch
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from sourcesep import features, hpss, maskers, nmf
+
+    V, Vq = ctx["V"], ctx["Vq"]
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    on = act >= 0.5
+    inactive = ~on
+    if int(on.sum()) < 10 or int(inactive.sum()) < 10:
+        return shipped(ctx)
+    hq = hpss.harmonic_fraction(Vq)
+    train = Vq
+    if hq > maskers.HARMONIC_QUERY_THRESHOLD:
+        train = torch.cat([Vq, *[features.shift_frequency(Vq[:, ::2], st) for st in maskers.HARMONIC_QUERY_SHIFTS]], 1)
+    Wq = nmf.learn_dictionary(train, 32, n_iter=40)
+    Wb = nmf.learn_dictionary(V[:, inactive], 32, n_iter=40, seed=3)
+    Wf = nmf.normalise_columns(nmf.random_init(V.shape[0], free, seed=7))[0]
+    W0 = torch.cat([Wb, Wf], 1)
+    H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
+    learn = torch.zeros(W0.shape[1], dtype=torch.bool)
+    learn[Wb.shape[1]:] = True
+    W, H = nmf.beta_nmf(V, W0, H0, n_iter=n_iter, update_w=learn, frame_weight=on.float())
+    Wf, Hf = W[:, Wb.shape[1]:], H[Wb.shape[1]:]
+    both = torch.cat([Wq, Wb], 1)
+    Hfit = nmf.fit_activations(Wf, both, n_iter=60)  # each free atom as a mix of query and background atoms
+    qpart = (Wq @ Hfit[:Wq.shape[1]]).sum(0)
+    share = (qpart / (both @ Hfit).sum(0).clamp_min(nmf.EPS)).numpy()
+    k = np.ones(smooth) / smooth
+    logs = np.stack([np.convolve(np.log(h + 1e-6 * float(Hf.max())), k, "same") for h in Hf[:, on].numpy()])
+    corr = np.nan_to_num(np.corrcoef(logs), nan=0.0)
+    dist = np.clip(1 - corr[np.triu_indices(free, 1)], 0, 2)
+    label = fcluster(linkage(dist, "average"), t=groups, criterion="maxclust")
+    energy = Hf[:, on].sum(1).numpy()
+    scores = {g: float((share[label == g] * energy[label == g]).sum() / energy[label == g].sum()) for g in set(label)}
+    ranked = sorted(scores.values(), reverse=True)
+    gap = ranked[0] - ranked[1] if len(ranked) > 1 else 1.0
+    chosen = {g for g, sc in scores.items() if sc >= ranked[0] - (margin - 1) * gap}
+    sel = torch.as_tensor(np.isin(label, list(chosen)))
+    S = Wf[:, sel] @ Hf[sel]
+    B = Wb @ H[:Wb.shape[1]] + Wf[:, ~sel] @ Hf[~sel]
+    m = S.pow(power) / (S.pow(power) + B.pow(power) + nmf.EPS)
+    if hp_prior > 0:
+        mh = hpss.harmonic_mask(V)
+        m = m * (hq * mh + (1 - hq) * (1 - mh)).pow(hp_prior)
+    return (m * act[None]).clamp(0, 1).numpy()
+
+
 def power_ramp(ctx: dict, low: float = 0.85, high: float = 0.95, p0: float = 0.25, p1: float = 0.5) -> np.ndarray:
     """The mask exponent rises linearly from ``p0`` at timbre match ``low`` to ``p1`` at ``high``
     (the shipped rule is a step from 0.25 to 0.5 at 0.9)."""
@@ -484,6 +541,7 @@ VARIANTS = {
     "pieces": pieces,
     "modulation": modulation,
     "power-ramp": power_ramp,
+    "clusters": clusters,
     "hp-strength": hp_strength,
 }
 
