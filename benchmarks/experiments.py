@@ -121,13 +121,16 @@ def shipped(ctx: dict) -> np.ndarray:
     return _shipped_mask(ctx)
 
 
-def eq_gt(ctx: dict, bands: int = 16, power: float = 0.25, side: str = "both") -> np.ndarray:
+def eq_gt(ctx: dict, bands: int = 16, power: float = 0.25, side: str = "both", refine: bool = False) -> np.ndarray:
     """Bound: the query equalised to the true target's long-term spectrum (``bands`` mel bands),
-    mask exponent ``power`` (a matching timbre still raises it to 0.5)."""
+    mask exponent ``power`` (a matching timbre still raises it to 0.5); ``refine`` also trims the
+    activity as ``refine-gt`` does (both bounds at once)."""
     import torch
 
     from sourcesep import features
 
+    if refine:
+        ctx = _ctx_with_activity(ctx, _refined_activity(ctx))
     G = features.magnitude(features.stft(torch.from_numpy(ctx["gt"]), NFFT, HOP))
     if float(G.sum()) <= 0:
         return _shipped_mask(ctx, power=power)
@@ -214,6 +217,29 @@ def eq_masked(ctx: dict, bands: int = 16, strength: float = 1.0, rounds: int = 1
         est = (m * V)[:, on]
         g = _eq_gain(_loud_mean_power(est), q_power, bands).pow(strength)
     return _shipped_mask(ctx, Vq * g[:, None], power=power)
+
+
+def eq_top(ctx: dict, bands: int = 16, top: float = 0.2, strength: float = 1.0, limit_db: float = 20.0,
+           smooth: int = 9, skip_matched: bool = False, power: float = 0.25) -> np.ndarray:
+    """The query equalised towards the mixture's spectrum over its most target-like active loud
+    frames: the ``top`` fraction by the first pass's query share S / (S + B) (smoothed over
+    ``smooth`` frames)."""
+    import torch
+
+    from sourcesep import maskers
+
+    V, Vq = ctx["V"], ctx["Vq"]
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    level = 10 * torch.log10(V.double().square().sum(0) + 1e-20)
+    cand = ((act >= 0.5) & (level > level.max() - 30)).numpy()
+    if cand.sum() < 10 or (skip_matched and _matched(ctx)):
+        return shipped(ctx)
+    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]))
+    share = (S.sum(0) / (S.sum(0) + B.sum(0)).clamp_min(1e-12)).numpy()
+    share = np.convolve(share, np.ones(smooth) / smooth, "same")
+    chosen = cand & (share >= np.quantile(share[cand], 1 - top))
+    g = _eq_gain(_loud_mean_power(V[:, torch.from_numpy(chosen)]), _loud_mean_power(Vq), bands, limit_db)
+    return _shipped_mask(ctx, Vq * g.pow(strength)[:, None], power=power)
 
 
 def eq_onset(ctx: dict, bands: int = 16, half: int = 16, strength: float = 1.0, limit_db: float = 20.0,
@@ -338,6 +364,12 @@ def query_denoise(ctx: dict, percentile: float = 10.0, alpha: float = 1.0, beta:
 def refine_gt(ctx: dict, dilate: int = 5) -> np.ndarray:
     """Bound: the detected activity kept only on frames where the true target is within 30 dB of
     its loudest frame (dilated by ``dilate`` frames): a perfect refinement of the detection."""
+    return _shipped_mask(_ctx_with_activity(ctx, _refined_activity(ctx, dilate)))
+
+
+def _refined_activity(ctx: dict, dilate: int = 5) -> np.ndarray:
+    """The detected activity (T,) times the frames where gt is within 30 dB of its loudest,
+    dilated by ``dilate`` frames."""
     import torch
     from scipy.ndimage import maximum_filter1d
 
@@ -345,7 +377,7 @@ def refine_gt(ctx: dict, dilate: int = 5) -> np.ndarray:
 
     G = features.magnitude(features.stft(torch.from_numpy(ctx["gt"]), NFFT, HOP)).double().square().sum(0).numpy()
     on = 10 * np.log10(G + 1e-20) > 10 * np.log10(G.max() + 1e-20) - 30
-    return _shipped_mask(_ctx_with_activity(ctx, _activity(ctx) * maximum_filter1d(on.astype(float), dilate)))
+    return _activity(ctx) * maximum_filter1d(on.astype(float), dilate)
 
 
 def _shape_cos(u: np.ndarray, v: np.ndarray) -> float:
@@ -534,6 +566,7 @@ VARIANTS = {
     "eq-bound": eq_bound,
     "eq-masked": eq_masked,
     "eq-onset": eq_onset,
+    "eq-top": eq_top,
     "eq-fit": eq_fit,
     "query-loud": query_loud,
     "query-denoise": query_denoise,
