@@ -361,6 +361,21 @@ def query_denoise(ctx: dict, percentile: float = 10.0, alpha: float = 1.0, beta:
     return _shipped_mask(ctx, clean)
 
 
+def band_atoms(ctx: dict, bands: int = 3, keep_full: bool = True, skip_matched: bool = True) -> np.ndarray:
+    """Query atoms that each cover one of ``bands`` mel-spaced frequency regions (learned from
+    band-limited copies of the query's frames, beside the full frames with ``keep_full``), so the
+    fit can weight the regions independently: a target whose spectral envelope differs from the
+    query's is still explained by the query's atoms. ``skip_matched`` keeps the shipped atoms for a
+    query whose timbre matches."""
+    import torch
+
+    if skip_matched and _matched(ctx):
+        return shipped(ctx)
+    w = _band_weights(ctx["Vq"].shape[0], bands).float()  # (bands, F), soft triangular regions
+    copies = [ctx["Vq"] * w[b][:, None] for b in range(bands)]
+    return _shipped_mask(ctx, torch.cat(([ctx["Vq"]] if keep_full else []) + copies, 1))
+
+
 def refine_gt(ctx: dict, dilate: int = 5) -> np.ndarray:
     """Bound: the detected activity kept only on frames where the true target is within 30 dB of
     its loudest frame (dilated by ``dilate`` frames): a perfect refinement of the detection."""
@@ -570,6 +585,7 @@ VARIANTS = {
     "eq-fit": eq_fit,
     "query-loud": query_loud,
     "query-denoise": query_denoise,
+    "band-atoms": band_atoms,
     "refine-gt": refine_gt,
     "pieces": pieces,
     "modulation": modulation,
