@@ -620,10 +620,18 @@ def _load_scorer(cases: Path):
     return mod
 
 
-def run_case(job: tuple[str, str, str, bool]) -> tuple[str, float]:
-    """Score one case: SI-SDRi (dB) when the target is present, else leakage (dB re mixture);
-    ``-inf`` leakage for an exactly silent estimate."""
-    case_dir, spec, _, oracle = job
+def run_case(job: tuple[str, str, bool]) -> tuple[str, float]:
+    """Score one case (folder, variant spec, oracle segments?): SI-SDRi (dB) when the target is
+    present, else leakage (dB re mixture); ``-inf`` leakage for an exactly silent estimate.
+    Any failure is raised as a RuntimeError that names the case and the variant."""
+    case_dir, spec, oracle = job
+    try:
+        return _score_case(Path(case_dir), spec, oracle)
+    except Exception as e:  # noqa: BLE001 - re-raised with the case's name
+        raise RuntimeError(f"case {Path(case_dir).name}, variant {spec}: {type(e).__name__}: {e}") from e
+
+
+def _score_case(d: Path, spec: str, oracle: bool) -> tuple[str, float]:
     import soundfile as sf
     import torch
 
@@ -634,7 +642,6 @@ def run_case(job: tuple[str, str, str, bool]) -> tuple[str, float]:
     from sourcesep.querydetect import detect_query
     from sourcesep.types import Segment
 
-    d = Path(case_dir)
     mix = sf.read(d / "mix.wav", dtype="float32")[0]
     query = sf.read(d / "query.wav", dtype="float32")[0]
     gt = sf.read(d / "gt.wav", dtype="float32")[0]
@@ -683,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.variants:
         parse_variant(spec)
     cases = Path(args.cases).resolve()
+    if not (cases / "manifest.json").is_file() or not (cases.parent / "score.py").is_file():
+        ap.error(f"{cases} is not a benchmark split (it needs manifest.json, and score.py beside it)")
     manifest = json.loads((cases / "manifest.json").read_text())
     metas = {c["case"]: c for c in manifest["cases"]}
     inaudible = {n for n, c in metas.items() if c["target_present"]
@@ -691,8 +700,12 @@ def main(argv: list[str] | None = None) -> int:
     det_name = "oracle" if args.segments_from_gt else "query"
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         for spec in args.variants:
-            jobs = [(str(cases / n), spec, det_name, args.segments_from_gt) for n in metas]
-            table[spec] = dict(ex.map(run_case, jobs))
+            jobs = [(str(cases / n), spec, args.segments_from_gt) for n in metas]
+            try:
+                table[spec] = dict(ex.map(run_case, jobs))
+            except RuntimeError as e:
+                print(f"experiments.py: {e}", file=sys.stderr)
+                return 1
             print(_row(spec, det_name, table[spec], metas, inaudible), flush=True)
     if args.per_case:
         print("case  " + " ".join(f"{s[:12]:>12s}" for s in args.variants) + "  label")

@@ -69,7 +69,7 @@ def _si_sdri(est: np.ndarray, mix: np.ndarray, gt: np.ndarray) -> float:
 def test_shipped_variant_scores_what_the_separator_produces(experiments, split):
     torch.set_num_threads(1)
     case = split / "000"
-    name, figure = experiments.run_case((str(case), "shipped", "query", False))
+    name, figure = experiments.run_case((str(case), "shipped", False))
     mix, gt = sf.read(case / "mix.wav", dtype="float32")[0], sf.read(case / "gt.wav", dtype="float32")[0]
     res = Separator(model="none", threads=1).separate(str(case / "mix.wav"), str(case / "query.wav"))
     assert name == "000"
@@ -78,10 +78,10 @@ def test_shipped_variant_scores_what_the_separator_produces(experiments, split):
 
 
 def test_absent_case_reports_leakage_and_a_bound_reads_the_ground_truth(experiments, split):
-    _, leak = experiments.run_case((str(split / "001"), "shipped", "query", False))
+    _, leak = experiments.run_case((str(split / "001"), "shipped", False))
     assert leak == -np.inf or leak < -20.0  # another tone's query finds nothing in a bare bed
-    _, shipped = experiments.run_case((str(split / "000"), "shipped", "oracle", True))
-    _, refined = experiments.run_case((str(split / "000"), "refine-gt", "oracle", True))
+    _, shipped = experiments.run_case((str(split / "000"), "shipped", True))
+    _, refined = experiments.run_case((str(split / "000"), "refine-gt", True))
     # With oracle segments the activity already is the target's frames: the refinement is a no-op.
     assert refined == pytest.approx(shipped, abs=0.2)
 
@@ -91,6 +91,16 @@ def test_cli_prints_one_row_per_variant(experiments, split, capsys):
     rows = capsys.readouterr().out.strip().splitlines()
     assert [r.split()[0] for r in rows] == ["shipped", "eq-gt:bands=8,power=0.5"]
     assert all(" 1: " in r and "leak (not silenced)" in r for r in rows)
+
+
+def test_a_failing_case_is_named_and_a_folder_that_is_no_split_is_refused(experiments, split, tmp_path, capsys):
+    with pytest.raises(RuntimeError, match="case 000, variant eq-gt:bands=0"):
+        experiments.run_case((str(split / "000"), "eq-gt:bands=0", False))
+    assert experiments.main(["--cases", str(split), "--jobs", "1", "eq-gt:bands=0"]) == 1
+    assert "case 000, variant eq-gt:bands=0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        experiments.main(["--cases", str(tmp_path), "shipped"])
+    assert "is not a benchmark split" in capsys.readouterr().err
 
 
 def test_variant_specs_parse_or_fail_with_the_known_names(experiments):
