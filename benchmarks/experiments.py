@@ -68,6 +68,14 @@ def _matched(ctx: dict) -> bool:
     return match is not None and match >= maskers.MATCHED_TIMBRE_THRESHOLD
 
 
+def _query_shifts(query_mag) -> tuple[float, ...]:
+    """The transpositions the shipped maskers add to a clearly harmonic query's atoms."""
+    from sourcesep import hpss, maskers
+
+    harmonic = hpss.harmonic_fraction(query_mag) > maskers.HARMONIC_QUERY_THRESHOLD
+    return maskers.HARMONIC_QUERY_SHIFTS if harmonic else ()
+
+
 def _band_weights(n_freqs: int, n_bands: int):
     """(n_bands, F) mel-band interpolation weights whose columns sum to 1 (bins below the first
     band's support go to the first band, above the last to the last)."""
@@ -125,13 +133,9 @@ def eq_gt(ctx: dict, bands: int = 16, power: float = 0.25, side: str = "both", r
     """Bound: the query equalised to the true target's long-term spectrum (``bands`` mel bands),
     mask exponent ``power`` (a matching timbre still raises it to 0.5); ``refine`` also trims the
     activity as ``refine-gt`` does (both bounds at once)."""
-    import torch
-
-    from sourcesep import features
-
     if refine:
         ctx = _ctx_with_activity(ctx, _refined_activity(ctx))
-    G = features.magnitude(features.stft(torch.from_numpy(ctx["gt"]), NFFT, HOP))
+    G = ctx["G"]
     if float(G.sum()) <= 0:
         return _shipped_mask(ctx, power=power)
     g = _eq_gain(_loud_mean_power(G), _loud_mean_power(ctx["Vq"]), bands, side=side)
@@ -298,39 +302,25 @@ def eq_fit(ctx: dict, bands: int = 16, limit_db: float = 20.0, free: int = 8, n_
     equalised query."""
     import torch
 
-    from sourcesep import features, hpss, maskers, nmf
+    from sourcesep import maskers, nmf
 
     V, Vq = ctx["V"], ctx["Vq"]
     act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    if hpss.harmonic_fraction(Vq) > maskers.HARMONIC_QUERY_THRESHOLD:
-        copies = [features.shift_frequency(Vq[:, ::2], s) for s in maskers.HARMONIC_QUERY_SHIFTS]
-        Vq_train = torch.cat([Vq, *copies], 1)
-    else:
-        Vq_train = Vq
-    Wq = nmf.learn_dictionary(Vq_train, 32, n_iter=n_iter)
-    inactive = act < 0.5
-    fixed_b = int(inactive.sum()) >= 10
-    Wb = (nmf.learn_dictionary(V[:, inactive], 32, n_iter=n_iter, seed=3) if fixed_b
-          else nmf.normalise_columns(nmf.random_init(V.shape[0], 32, seed=3))[0])
-    Wf = nmf.normalise_columns(nmf.random_init(V.shape[0], free, seed=7))[0]
-    W = torch.cat([Wq, Wb, Wf], 1)
+    Wq, Wb, Wf, fixed_b = maskers.nmf_dictionaries(V, Vq, act, n_free_atoms=free, n_iter=n_iter,
+                                                   query_shifts=_query_shifts(Vq))
     kq = Wq.shape[1]
-    H = torch.full((W.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
-    learn = torch.zeros(W.shape[1], dtype=torch.bool)
-    learn[kq + (32 if fixed_b else 0):] = True
+    others = torch.cat([Wb, Wf], 1)
+    H = torch.full((kq + others.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
+    learn = torch.zeros(H.shape[0], dtype=torch.bool)
+    learn[kq + (Wb.shape[1] if fixed_b else 0):] = True
     bw = _band_weights(V.shape[0], bands).float()
     c = torch.ones(bands)
     lim = 10 ** (limit_db / 20)
     for _ in range(n_iter):
+        # One multiplicative step of the shipped fit with the query atoms equalised by g, then g's.
         g = bw.T @ c
-        We = torch.cat([Wq * g[:, None], W[:, kq:]], 1)
-        H = H * (We.T @ (V / (We @ H).clamp_min(nmf.EPS))) / We.sum(0)[:, None].clamp_min(nmf.EPS)
-        ratio = V / (We @ H).clamp_min(nmf.EPS)
-        Wn = W * (ratio @ H.T) / H.sum(1)[None].clamp_min(nmf.EPS)
-        W = torch.where(learn[None], Wn, W)
-        s = torch.where(learn, W.sum(0), torch.ones(W.shape[1]))
-        W, H = W / s, H * s[:, None]
-        We = torch.cat([Wq * g[:, None], W[:, kq:]], 1)
+        We, H = nmf.beta_nmf(V, torch.cat([Wq * g[:, None], others], 1), H, n_iter=1, update_w=learn)
+        others = We[:, kq:]
         S0 = Wq @ H[:kq]
         ratio = V / (We @ H).clamp_min(nmf.EPS)
         c = c * (bw @ (S0 * ratio * act).sum(1)) / (bw @ (S0 * act).sum(1)).clamp_min(1e-12)
@@ -385,12 +375,9 @@ def refine_gt(ctx: dict, dilate: int = 5) -> np.ndarray:
 def _refined_activity(ctx: dict, dilate: int = 5) -> np.ndarray:
     """The detected activity (T,) times the frames where gt is within 30 dB of its loudest,
     dilated by ``dilate`` frames."""
-    import torch
     from scipy.ndimage import maximum_filter1d
 
-    from sourcesep import features
-
-    G = features.magnitude(features.stft(torch.from_numpy(ctx["gt"]), NFFT, HOP)).double().square().sum(0).numpy()
+    G = ctx["G"].double().square().sum(0).numpy()
     on = 10 * np.log10(G + 1e-20) > 10 * np.log10(G.max() + 1e-20) - 30
     return _activity(ctx) * maximum_filter1d(on.astype(float), dilate)
 
@@ -410,8 +397,7 @@ def pieces(ctx: dict, half: int = 16, novelty: float = 0.1, delta: float = 0.25,
 
     act = _activity(ctx).copy()
     shape, level = timbre.log_mel_shape(ctx["V"])
-    q_shape, q_level = timbre.log_mel_shape(ctx["Vq"])
-    q_mean = q_shape[:, q_level > q_level.max() - 30].mean(1)
+    q_mean = timbre.query_shape(ctx["Vq"])
     loud = level > level.max() - 40
     T = shape.shape[1]
     csum = np.concatenate([np.zeros((shape.shape[0], 1)), np.cumsum(shape * loud, 1)], 1)
@@ -485,8 +471,7 @@ def modulation(ctx: dict, theta: float = -1.0, slope: float = 3.0, floor: float 
     z = lambda v: (v - v[on].mean()) / (v[on].std() + 1e-9)  # noqa: E731
     parts = [z(closeness), z(level)]
     if with_timbre:
-        q_shape, q_level = timbre.log_mel_shape(ctx["Vq"])
-        q_mean = q_shape[:, q_level > q_level.max() - 30].mean(1)
+        q_mean = timbre.query_shape(ctx["Vq"])
         k = np.ones(31) / 31
         local = np.stack([np.convolve(r, k, "same") for r in shape])
         parts.append(z(q_mean @ local / (np.linalg.norm(q_mean) * np.linalg.norm(local, axis=0) + 1e-12)))
@@ -518,21 +503,15 @@ def clusters(ctx: dict, free: int = 16, groups: int = 3, n_iter: int = 60, smoot
     import torch
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    from sourcesep import features, hpss, maskers, nmf
+    from sourcesep import hpss, maskers, nmf
 
     V, Vq = ctx["V"], ctx["Vq"]
     act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
     on = act >= 0.5
-    inactive = ~on
-    if int(on.sum()) < 10 or int(inactive.sum()) < 10:
+    if int(on.sum()) < 10 or int((~on).sum()) < 10:
         return shipped(ctx)
     hq = hpss.harmonic_fraction(Vq)
-    train = Vq
-    if hq > maskers.HARMONIC_QUERY_THRESHOLD:
-        train = torch.cat([Vq, *[features.shift_frequency(Vq[:, ::2], st) for st in maskers.HARMONIC_QUERY_SHIFTS]], 1)
-    Wq = nmf.learn_dictionary(train, 32, n_iter=40)
-    Wb = nmf.learn_dictionary(V[:, inactive], 32, n_iter=40, seed=3)
-    Wf = nmf.normalise_columns(nmf.random_init(V.shape[0], free, seed=7))[0]
+    Wq, Wb, Wf, _ = maskers.nmf_dictionaries(V, Vq, act, n_free_atoms=free, query_shifts=_query_shifts(Vq))
     W0 = torch.cat([Wb, Wf], 1)
     H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
     learn = torch.zeros(W0.shape[1], dtype=torch.bool)
@@ -656,8 +635,8 @@ def _score_case(d: Path, spec: str, oracle: bool) -> tuple[str, float]:
         det = detect_query(mix, query, mix_stft=X, query_stft=Q)
     if det.found:
         name, kw = parse_variant(spec)
-        ctx = dict(mix=mix, query=query, gt=gt, X=X, Q=Q, V=features.magnitude(X),
-                   Vq=features.magnitude(Q), times=times, det=det)
+        ctx = dict(X=X, Q=Q, V=features.magnitude(X), Vq=features.magnitude(Q), times=times, det=det,
+                   G=features.magnitude(features.stft(torch.from_numpy(gt), NFFT, HOP)))
         mask = VARIANTS[name](ctx, **kw)
         est = np.asarray(reconstruct.apply_mask(X, torch.as_tensor(mask), NFFT, HOP, len(mix)), dtype=np.float64)
     else:

@@ -65,6 +65,43 @@ def activity_on_grid(detection: Detection, n_frames: int, frame_times_s: np.ndar
     return np.interp(np.linspace(0, 1, n_frames), np.linspace(0, 1, act.size), act)
 
 
+def nmf_dictionaries(
+    mix_mag: torch.Tensor,
+    query_mag: torch.Tensor,
+    activity: torch.Tensor,
+    *,
+    n_query_atoms: int = 32,
+    n_background_atoms: int = 32,
+    n_free_atoms: int = 8,
+    n_iter: int = 40,
+    beta: float = 1.0,
+    seed: int = 0,
+    query_shifts: Sequence[float] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """The three dictionaries of :func:`nmf_parts`, each (F, K) with unit-sum columns.
+
+    Returns (W_q, W_b, W_f, background_fixed): the query atoms (learned from the query and its
+    copies transposed by ``query_shifts`` semitones), the background atoms (learned on the frames
+    with activity < 0.5, ``background_fixed`` True; with fewer than 10 such frames they are random
+    and False: to be learned in the fit) and the random initial free atoms.
+    """
+    V = mix_mag
+    F = V.shape[0]
+    if query_shifts:
+        # Every other frame of each copy: neighbouring frames are near-duplicates, and this halves the cost.
+        copies = [features.shift_frequency(query_mag[:, ::2], st) for st in query_shifts]
+        query_mag = torch.cat([query_mag, *copies], dim=1)
+    Wq = nmf.learn_dictionary(query_mag, n_query_atoms, n_iter=n_iter, beta=beta, seed=seed)
+    inactive = activity < 0.5
+    fixed_b = int(inactive.sum()) >= 10
+    if fixed_b:
+        Wb = nmf.learn_dictionary(V[:, inactive], n_background_atoms, n_iter=n_iter, beta=beta, seed=seed + 3)
+    else:
+        Wb = nmf.normalise_columns(nmf.random_init(F, n_background_atoms, seed=seed + 3, device=V.device))[0]
+    Wf = nmf.normalise_columns(nmf.random_init(F, n_free_atoms, seed=seed + 7, device=V.device))[0]
+    return Wq, Wb, Wf, fixed_b
+
+
 def nmf_parts(
     mix_mag: torch.Tensor,
     query_mag: torch.Tensor,
@@ -81,29 +118,18 @@ def nmf_parts(
     """Target and background magnitude estimates (F, T) each, from semi-supervised NMF.
 
     mix_mag (F, T), query_mag (F, Tq) magnitudes; activity (T,) in [0, 1].
-    Atoms: ``n_query_atoms`` learned from the query (fixed), and from copies of it transposed by
-    each of ``query_shifts`` (semitones), so a harmonic target at other pitches than the query's
-    is still covered; ``n_background_atoms`` learned on the
+    Atoms (:func:`nmf_dictionaries`): ``n_query_atoms`` learned from the query (fixed), and from
+    copies of it transposed by each of ``query_shifts`` (semitones), so a harmonic target at other
+    pitches than the query's is still covered; ``n_background_atoms`` learned on the
     frames with activity < 0.5 (fixed: what the mixture sounds like without the target);
     ``n_free_atoms`` learned on the whole mixture and counted as background (interferers that
     only sound while the target does). With fewer than 10 inactive frames all background atoms
     are free.
     """
     V = mix_mag
-    F = V.shape[0]
-    if query_shifts:
-        # Every other frame of each copy: neighbouring frames are near-duplicates, and this halves the cost.
-        copies = [features.shift_frequency(query_mag[:, ::2], st) for st in query_shifts]
-        query_mag = torch.cat([query_mag, *copies], dim=1)
-    Wq = nmf.learn_dictionary(query_mag, n_query_atoms, n_iter=n_iter, beta=beta, seed=seed)
-    inactive = activity < 0.5
-    if int(inactive.sum()) >= 10:
-        Wb = nmf.learn_dictionary(V[:, inactive], n_background_atoms, n_iter=n_iter, beta=beta, seed=seed + 3)
-        fixed_b = True
-    else:
-        Wb = nmf.normalise_columns(nmf.random_init(F, n_background_atoms, seed=seed + 3, device=V.device))[0]
-        fixed_b = False
-    Wf = nmf.normalise_columns(nmf.random_init(F, n_free_atoms, seed=seed + 7, device=V.device))[0]
+    Wq, Wb, Wf, fixed_b = nmf_dictionaries(V, query_mag, activity, n_query_atoms=n_query_atoms,
+                                           n_background_atoms=n_background_atoms, n_free_atoms=n_free_atoms,
+                                           n_iter=n_iter, beta=beta, seed=seed, query_shifts=query_shifts)
     W0 = torch.cat([Wq, Wb, Wf], dim=1)
     H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS, device=V.device)
     learn = torch.zeros(W0.shape[1], dtype=torch.bool, device=V.device)

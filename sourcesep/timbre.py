@@ -44,6 +44,15 @@ def log_mel_shape(mag: torch.Tensor, sr: int = 16000) -> tuple[np.ndarray, np.nd
     return logmel - logmel.mean(0, keepdims=True), level_db
 
 
+def query_shape(query_mag: torch.Tensor, sr: int = 16000, loud_db: float = 30.0) -> np.ndarray | None:
+    """The query's mean log-mel shape (40,) over its frames within ``loud_db`` of its loudest, or
+    None for an all-zero query. ``query_mag`` (F, Tq) magnitude, on any device."""
+    shape, level = log_mel_shape(query_mag, sr)
+    if level.max() <= -290.0:  # an all-zero query
+        return None
+    return shape[:, level > level.max() - loud_db].mean(1)
+
+
 def timbre_match(
     mix_mag: torch.Tensor,
     query_mag: torch.Tensor,
@@ -73,11 +82,10 @@ def timbre_match(
     The match in [-1, 1], or None when the mixture has fewer than 6 active loud frames or the query
     is silent.
     """
-    shape, level = log_mel_shape(mix_mag, sr)
-    q_shape, q_level = log_mel_shape(query_mag, sr)
-    if q_level.max() <= -290.0:  # an all-zero query
+    q_mean = query_shape(query_mag, sr, query_loud_db)
+    if q_mean is None:
         return None
-    q_mean = q_shape[:, q_level > q_level.max() - query_loud_db].mean(1)
+    shape, level = log_mel_shape(mix_mag, sr)
     loud = level > level.max() - loud_db
     kernel = np.ones(window_frames)
     weight = np.convolve(loud.astype(float), kernel, "same")

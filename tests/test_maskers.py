@@ -128,3 +128,22 @@ def test_a_query_matching_the_target_recording_gets_a_sharper_mask(pair):
     assert tone_bins.sum() > 100 and bed_bins.sum() > 100
     assert matched.mask[tone_bins].mean() > plain.mask[tone_bins].mean() + 0.02
     assert matched.mask[bed_bins].mean() < plain.mask[bed_bins].mean() - 0.02
+
+
+def test_nmf_dictionaries_learn_the_background_only_where_the_target_is_silent(pair):
+    from sourcesep.maskers import nmf_dictionaries
+
+    mix, query, _, truth = pair
+    V = features.stft(torch.from_numpy(mix), NFFT, HOP).abs()
+    Vq = features.stft(torch.from_numpy(query), NFFT, HOP).abs()
+    act = torch.as_tensor(_oracle_detection(V.shape[1], truth).activity, dtype=torch.float32)
+    Wq, Wb, Wf, fixed = nmf_dictionaries(V, Vq, act, n_query_atoms=8, n_background_atoms=6, n_free_atoms=3)
+    assert fixed and (Wq.shape, Wb.shape, Wf.shape) == ((V.shape[0], 8), (V.shape[0], 6), (V.shape[0], 3))
+    assert torch.allclose(torch.cat([Wq, Wb, Wf], 1).sum(0), torch.ones(17), atol=1e-4)
+    # The 1 kHz tone's harmonics are in the query's atoms, not in the atoms of the bed.
+    tone = int(1000 * NFFT / SR)
+    per_atom = lambda W: float(W[tone - 1:tone + 2].sum()) / W.shape[1]  # noqa: E731
+    assert per_atom(Wq) > 5 * per_atom(Wb), (per_atom(Wq), per_atom(Wb))
+    # Fewer than 10 inactive frames: the background atoms are random, to be learned in the fit.
+    _, _, _, fixed = nmf_dictionaries(V, Vq, torch.ones(V.shape[1]))
+    assert not fixed
