@@ -170,6 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def bootstrap_interval(values, stat=np.median, level: float = 0.95, draws: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat`` over cases.
+
+    ``values``: per-case figures, shape (n,). Resamples the n cases with replacement ``draws``
+    times and returns the (1 - level)/2 and (1 + level)/2 quantiles of ``stat`` over the draws:
+    how far a figure on n cases could move on another set of cases drawn the same way.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no values to resample")
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(draws, v.size))
+    s = stat(v[idx], axis=1)
+    lo, hi = np.quantile(s, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def caveats(cases_dir: Path, out: Path) -> None:
     """Figures that the scorer's table hides (see benchmarks/RESULTS.md, "Reading the numbers").
 
@@ -203,6 +220,12 @@ def caveats(cases_dir: Path, out: Path) -> None:
     print(f"  SI-SDRi, silent estimates counted as 0:   {stat([0.0 if r['case'] in silent else r['si_sdri'] for r in present])}")
     print(f"  inaudible-target cases (gt peak < 1e-3): {' '.join(sorted(inaudible)) or '-'}")
     print(f"  SI-SDRi without them:                     {stat([r['si_sdri'] for r in present if r['case'] not in inaudible])}")
+    for name, vals in (("all present", [r["si_sdri"] for r in present]),
+                       ("audible", [r["si_sdri"] for r in present if r["case"] not in inaudible])):
+        if vals:
+            (m0, m1), (d0, d1) = bootstrap_interval(vals, np.mean), bootstrap_interval(vals, np.median)
+            print(f"  95 % bootstrap interval over cases, {name} (n={len(vals)}): "
+                  f"mean {m0:.2f} to {m1:.2f}, median {d0:.2f} to {d1:.2f}")
     print(f"  absent cases output silent: {len(silent & {r['case'] for r in absent})} of {len(absent)}; "
           f"leakage of the others (dB): {stat([r['leak_db'] for r in absent if r['case'] not in silent])}")
 
