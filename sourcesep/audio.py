@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from .errors import InputError
 
 SAMPLE_RATE = 16000
 
+_MAX_CHUNKS = 256  # chunk headers walked before giving up (a file with more is not a sane WAV)
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streamed WAVs: the writer did not know the length
 _READ_BLOCK = 1 << 18  # frames per decode block: bounds peak memory for long multichannel files
 _HASH_CHUNK = 1 << 20
 
@@ -72,6 +75,47 @@ def _libsndfile_problem(exc: Exception) -> str:
     return f"not a readable audio file ({detail})" if detail else "not a readable audio file"
 
 
+def header_truncation(path: str | os.PathLike) -> str | None:
+    """Why a RIFF/WAVE or AIFF file is shorter than its header says, or None.
+
+    libsndfile silently decodes the part that is there, so without this check a cut-off mixture
+    (an interrupted copy or upload) would be separated as if it were complete. Walks the chunk
+    headers (``fmt ``, ``LIST``…) to the audio chunk (``data`` / ``SSND``) and compares its declared
+    size with the bytes present. Other formats, RF64 and streamed WAVs (data size 0 or 0xFFFFFFFF)
+    return None: the decoder is the judge there. Raises OSError when the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        size = os.fstat(f.fileno()).st_size
+        if len(head) < 12:
+            return None
+        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            fmt, audio_id = "<I", b"data"
+        elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+            fmt, audio_id = ">I", b"SSND"
+        else:
+            return None
+        pos = 12
+        for _ in range(_MAX_CHUNKS):
+            f.seek(pos)
+            hdr = f.read(8)
+            if len(hdr) < 8:
+                return None  # no audio chunk: the decoder reports it
+            (declared,) = struct.unpack(fmt, hdr[4:])
+            if hdr[:4] == audio_id:
+                if declared in _UNKNOWN_SIZES:
+                    return None
+                present = size - pos - 8
+                if present < declared:
+                    return (f"is truncated: its header announces {declared} bytes of audio data, the file "
+                            f"holds {max(present, 0)} (an interrupted copy or upload? use the complete file)")
+                return None
+            pos += 8 + declared + (declared & 1)
+            if pos > size:
+                return f"is truncated: its '{hdr[:4].decode('latin-1')}' chunk runs past the end of the file"
+    return None
+
+
 def probe(path: str | os.PathLike, max_duration_s: float | None = None, max_bytes: int | None = None) -> AudioInfo:
     """Check an audio file from its header, without decoding samples, and hash its bytes.
 
@@ -88,7 +132,7 @@ def probe(path: str | os.PathLike, max_duration_s: float | None = None, max_byte
     Raises
     ------
     InputError naming the file: missing, not a regular file, empty, too large, unreadable/not
-    audio, no audio frames, or longer than ``max_duration_s``.
+    audio, no audio frames, longer than ``max_duration_s``, or shorter than its header says.
     """
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -109,6 +153,12 @@ def probe(path: str | os.PathLike, max_duration_s: float | None = None, max_byte
     duration = info.frames / info.samplerate
     if max_duration_s is not None and duration > max_duration_s:
         raise InputError(p, f"is {duration:.1f} s long; the limit is {max_duration_s:g} s")
+    try:
+        why = header_truncation(p)
+    except OSError as e:
+        raise InputError(p, f"cannot be read ({e.strerror or e})") from None
+    if why:
+        raise InputError(p, why)
     return AudioInfo(
         path=p,
         sha256=_sha256_file(p),
@@ -181,12 +231,12 @@ def load(
     -------
     (x, info): x (n16,) float32 at 16 kHz, the mean of the channels, resampled with soxr 'HQ';
     info describes the source as given (its own rate and channel count; for files, ``frames`` and
-    ``duration_s`` count the samples actually decoded, which can be fewer than the header
-    claims for a truncated file).
+    ``duration_s`` count the samples actually decoded). A WAV/AIFF file shorter than its header
+    says is refused (:func:`header_truncation`).
 
     Raises
     ------
-    InputError: unreadable/missing/empty file, empty array, NaN/Inf samples, too long.
+    InputError: unreadable/missing/empty/truncated file, empty array, NaN/Inf samples, too long.
     """
     if isinstance(source, np.ndarray):
         sr = SAMPLE_RATE if sr_in is None else int(sr_in)

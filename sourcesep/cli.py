@@ -112,6 +112,7 @@ def _version() -> str:
 
 
 def _run_separate(args: argparse.Namespace) -> int:
+    from .event import check_out_dir
     from .separator import Separator
 
     given = {k: v for k, v in vars(args).items() if k in Params.model_fields or k in RuntimeOptions.model_fields or k == "preset"}
@@ -122,6 +123,7 @@ def _run_separate(args: argparse.Namespace) -> int:
     cli_params = {k: v for k, v in given.items() if k not in RuntimeOptions.model_fields}
     runtime.update({k: v for k, v in given.items() if k in RuntimeOptions.model_fields})
 
+    check_out_dir(args.out_dir)  # before the work, not after it
     source = f"config:{args.config}" if args.config else "separator"
     sep = Separator(**runtime, params_source=source, **config_params)
     result = sep.separate(args.mix_wav, args.query_wav, gt=args.gt_wav, source="cli", **cli_params)

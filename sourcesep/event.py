@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import soundfile as sf
 
 from . import audio
+from .errors import InputError
 
 if TYPE_CHECKING:
     from .separator import Result
@@ -125,9 +127,33 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path if it can be the output folder (it is one, or does not exist yet).
+
+    Raises :class:`InputError` naming the path otherwise, so callers can check before any work
+    is done rather than fail after it.
+    """
+    if str(out_dir).strip() == "":
+        raise InputError(None, "the output folder name is empty")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    return out
+
+
+def make_out_dir(out_dir: str | Path) -> Path:
+    """Create the output folder ``out_dir`` and its parents unless it exists; returns it."""
+    out = check_out_dir(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(out, f"cannot create the output folder: {e.strerror or e}") from e
+    return out
+
+
 def write_outputs(result: "Result", out_dir: Path, extra: dict[str, Any]) -> dict[str, Path]:
     """Write every output file of ``result`` into ``out_dir`` (created if missing)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out_dir)
     p = result.params
     ext = _EXT[p.output_format]
     name = result.class_name
@@ -137,7 +163,14 @@ def write_outputs(result: "Result", out_dir: Path, extra: dict[str, Any]) -> dic
     files["target"] = out_dir / f"target{ext}"
     audio.write(files["target"], audio.peak_safe(result.target), fmt=p.output_format)
     files["residual"] = out_dir / f"residual{ext}"
-    audio.write(files["residual"], audio.peak_safe(result.residual), fmt=p.output_format)
+    residual = result.residual
+    if p.output_format != "FLOAT":
+        # 16-bit files: the residual is the mixture minus the target *as stored*, so that the two
+        # files still add up to a 16-bit mixture sample for sample (rounding each on its own
+        # leaves them one step off in about half the samples).
+        stored, _ = sf.read(files["target"], dtype="float32")
+        residual = result.mix - stored
+    audio.write(files["residual"], audio.peak_safe(residual), fmt=p.output_format)
     if p.save_renamed_query and result.classification.available:
         # Without a class the query keeps no new name: "target" is the separated sound's file.
         files["renamed_query"] = out_dir / f"{name}{ext}"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio
+from .event import make_out_dir
 
 SR = audio.SAMPLE_RATE
 
@@ -63,7 +64,7 @@ def make_example(seed: int = 7) -> dict[str, np.ndarray]:
 
 def write_example(out_dir: Path, seed: int = 7) -> dict[str, Path]:
     """Write ``mix.wav``, ``query.wav`` and ``gt.wav`` into ``out_dir``; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_out_dir(out_dir)
     paths = {}
     for name, x in make_example(seed).items():
         paths[name] = out_dir / f"{name}.wav"

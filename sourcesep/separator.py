@@ -492,7 +492,7 @@ class Separator:
             "duration_s": round(len(query_x) / audio.SAMPLE_RATE, 4),
         }
         if gt_x is not None:
-            gt_x = _fit_length(gt_x, len(mix_x))
+            gt_x = _match_gt_length(gt_x, len(mix_x), gt_info.path or "gt")
 
         with timer("classify"):
             if self.ast is not None:
@@ -651,8 +651,21 @@ class Separator:
         }
 
 
-def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
-    """Pad with zeros or cut ``x`` (n_samples,) to ``n`` samples."""
-    if len(x) >= n:
-        return x[:n]
-    return np.pad(x, (0, n - len(x)))
+GT_LENGTH_TOLERANCE_S = 0.01  # resampling a same-length file from another rate can add a sample or two
+
+
+def _match_gt_length(gt: np.ndarray, n: int, name: str) -> np.ndarray:
+    """``gt`` (n_samples,) padded with zeros or cut to the mixture's ``n`` samples.
+
+    Only a few samples of difference are evened out: a ground truth of another length is not the
+    target as it sits in this mixture, and its metrics would be meaningless.
+    """
+    if abs(len(gt) - n) > GT_LENGTH_TOLERANCE_S * audio.SAMPLE_RATE:
+        raise InputError(
+            name,
+            f"the ground truth is {len(gt) / audio.SAMPLE_RATE:.3f} s long but the mixture is "
+            f"{n / audio.SAMPLE_RATE:.3f} s; they must have the same length",
+        )
+    if len(gt) >= n:
+        return gt[:n]
+    return np.pad(gt, (0, n - len(gt)))

@@ -51,7 +51,20 @@ def test_config_file_and_flag_precedence(pair_files, tmp_path):
 def test_errors_are_one_line_without_traceback(pair_files, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_text("this is not audio")
+    data = (pair_files / "mix.wav").read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])  # an interrupted copy: the header promises more
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    x, sr = sf.read(pair_files / "gt.wav", dtype="float32")
+    short_gt = tmp_path / "short-gt.wav"
+    sf.write(short_gt, x[: sr // 2], sr)
     cases = [
+        (["--mix_wav", cut, "--query_wav", pair_files / "query.wav"], 2, "cut.wav: is truncated"),
+        (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--gt_wav", short_gt], 2,
+         "short-gt.wav: the ground truth is 0.500 s long"),
+        (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--out_dir", a_file], 2,
+         "a-file: exists and is not a folder"),
         (["--mix_wav", tmp_path / "missing.wav", "--query_wav", pair_files / "query.wav"], 2, "missing.wav"),
         (["--mix_wav", bad, "--query_wav", pair_files / "query.wav"], 2, "bad.wav"),
         (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--mask_floor", "3"], 2, "mask_floor"),
@@ -59,10 +72,14 @@ def test_errors_are_one_line_without_traceback(pair_files, tmp_path):
     ]
     for args, code, needle in cases:
         args = ["--model", "none", *args] if "--model" not in args else args
-        p = run("separate", *args, "--out_dir", tmp_path / "o", "--offline")
+        args = [*args, "--out_dir", tmp_path / "o"] if "--out_dir" not in args else args
+        p = run("separate", *args, "--offline")
         assert p.returncode == code, (args, p.stderr)
         assert needle in p.stderr and "Traceback" not in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written for a refused run
+    p = run("example", a_file)
+    assert p.returncode == 2 and p.stderr.strip() == f"sourcesep: error: {a_file}: exists and is not a folder"
 
 
 def test_help_explains_every_option():

@@ -56,6 +56,24 @@ def test_result_event_validates_and_files_decode(sep_none, pair, tmp_path):
     assert sr == SR and len(t) == len(mix)
 
 
+@pytest.mark.parametrize("fmt", ["PCM_16", "FLAC", "FLOAT"])
+def test_written_target_and_residual_add_up_to_the_mixture(sep_none, pair, tmp_path, fmt):
+    mix, query, _, _ = pair
+    mix = np.round(mix * 32768) / np.float32(32768)  # a 16-bit mixture, as most inputs are
+    files = sep_none.separate(mix, query, output_format=fmt, save_visualizations=False).write(tmp_path / fmt)
+    t, _ = sf.read(files["target"], dtype="float32")
+    r, _ = sf.read(files["residual"], dtype="float32")
+    np.testing.assert_array_equal(t + r, mix)  # sample for sample, 16-bit files included
+
+
+def test_ground_truth_of_another_length_is_refused(sep_none, pair):
+    mix, query, gt, _ = pair
+    with pytest.raises(InputError, match=r"gt: the ground truth is 0\.500 s long but the mixture is \d+\.\d{3} s"):
+        sep_none.separate(mix, query, gt=gt[: SR // 2])
+    near = sep_none.separate(mix, query, gt=gt[:-40])  # a few samples short: evened out
+    assert near.metrics["si_sdri"] > 3.0
+
+
 def test_seed_preset_with_ast_model(sep_ast, pair, tmp_path):
     mix, query, gt, _ = pair
     r = sep_ast.separate(mix, query, gt=gt, preset="seed")
