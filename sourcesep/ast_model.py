@@ -45,9 +45,13 @@ MAX_BATCH = 64  # windows per forward: bounds activation memory for long mixture
 
 
 _OFFLINE_HINT = (
-    "To use it offline, download it once with `huggingface-cli download {model}` (it then loads "
-    "from the cache with --offline), or save it with `save_pretrained(DIR)` and pass --model DIR; "
-    "or run without an AST with --model none."
+    "To use it offline, download it once with `hf download {model}` (the Hugging Face CLI, "
+    "installed with sourcesep; it then loads from the cache with --offline), or save it with "
+    "`save_pretrained(DIR)` and pass --model DIR; or run without an AST with --model none."
+)
+_DIR_HINT = (
+    "Pass a folder written by `save_pretrained` (config.json and the weights), a Hugging Face "
+    "model id, or --model none to run without an AST."
 )
 
 
@@ -314,12 +318,12 @@ class AstModel:
             keep_heap_for_tensors()
         model = str(model)
         local_only = bool(offline) or _env_offline()
-        hint = _OFFLINE_HINT.format(model=model)
         if model.strip().lower() == "none":
             raise ModelError("model 'none' means no AST: do not load one (use the query detector)")
         path = Path(model).expanduser()
+        hint = _DIR_HINT if path.is_dir() or _looks_like_path(model) else _OFFLINE_HINT.format(model=model)
         if path.exists() and not path.is_dir():
-            raise ModelError(f"{model}: not a model directory (expected a save_pretrained folder). {hint}")
+            raise ModelError(f"{model}: not a model directory (expected a save_pretrained folder). {_DIR_HINT}")
         if not path.is_dir() and _looks_like_path(model):
             raise ModelError(f"{model}: model directory not found. {hint}")
         source = str(path) if path.is_dir() else model

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,7 +137,18 @@ def test_missing_model_is_a_quick_model_error_with_offline_hint(model, monkeypat
     assert time.perf_counter() - t0 < 10
     msg = str(err.value)
     assert model in msg
-    assert "huggingface-cli download" in msg and "--model DIR" in msg and "--model none" in msg
+    if model.startswith(("/", ".")):  # a folder: no download advice for a path
+        assert "save_pretrained" in msg and "--model none" in msg and "download" not in msg
+    else:
+        assert f"`hf download {model}`" in msg and "--model DIR" in msg and "--model none" in msg
+
+
+def test_the_download_command_the_hint_names_is_installed():
+    # The hint must name a command that exists where sourcesep is installed.
+    hf = Path(sys.executable).parent / "hf"
+    assert hf.exists(), "the Hugging Face CLI `hf` is not installed beside sourcesep"
+    p = subprocess.run([str(hf), "download", "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "--local-dir" in p.stdout
 
 
 def _closed_port() -> int:
