@@ -48,6 +48,9 @@ def test_result_event_validates_and_files_decode(sep_none, pair, tmp_path):
     assert ev["job"] == {"id": "abc"}
     assert ev["params"]["opt_steps"] == 3 and ev["param_sources"]["opt_steps"] == "call"
     assert ev["classification"]["available"] is False
+    # params keep "auto" as resolved; what it chose without a model is recorded beside them.
+    assert ev["params"]["detector"] == ev["params"]["masker"] == "auto"
+    assert ev["detection"]["detector"] == "query" and ev["masker"]["name"] == "nmf"
     assert set(files) >= {"target", "residual", "event", "comparison_plot", "timeline_plot"}
     assert files["comparison_plot"].name == "target_comparison.png"  # no class: named 'target'
     for role, path in files.items():
