@@ -57,8 +57,19 @@ def _add_field(group: argparse._ArgumentGroup, name: str, f: FieldInfo) -> None:
     group.add_argument(*flags, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error, instead of the whole usage block."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # the top-level parser's subcommands
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="sourcesep",
         description="Query-by-example audio source separation: give a mixture and a short example "
         "of the sound you want; get the sound (target), the rest (residual), plots and event.json.",
@@ -102,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("params", help="print every parameter with its default (YAML, or a Markdown table)")
     pp.add_argument("--format", choices=["yaml", "markdown"], default="yaml")
+    parser.commands = {"separate": sep, "example": ex, "params": pp}
     return parser
 
 
@@ -179,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # name the command whose options these are not
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2

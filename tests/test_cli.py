@@ -82,6 +82,20 @@ def test_errors_are_one_line_without_traceback(pair_files, tmp_path):
     assert p.returncode == 2 and p.stderr.strip() == f"sourcesep: error: {a_file}: exists and is not a folder"
 
 
+def test_usage_errors_are_one_line_naming_the_command(pair_files):
+    for args, needle in [
+        (["separate", "--mix_wav", "m.wav", "--query_wav", "q.wav", "--opt_steps", "abc"], "argument --opt_steps: invalid int value: 'abc'"),
+        (["separate", "--mix_wav", "m.wav"], "the following arguments are required: --query_wav"),
+        (["separate", "--mix_wav", "m.wav", "--query_wav", "q.wav", "--bogus", "3"], "unrecognized arguments: --bogus 3"),
+    ]:
+        p = run(*args)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert p.stderr.startswith("sourcesep separate: error: ") and needle in p.stderr
+        assert "(see 'sourcesep separate --help')" in p.stderr
+    p = run("--bogus")
+    assert p.returncode == 2 and p.stderr.strip() == "sourcesep: error: unrecognized arguments: --bogus (see 'sourcesep --help')"
+
+
 def test_help_explains_every_option():
     p = run("separate", "--help")
     assert p.returncode == 0
