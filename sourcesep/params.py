@@ -181,11 +181,14 @@ def _format_error(err: ValidationError, model: type[BaseModel], source: str) -> 
     """One line per problem, naming the key, what is wrong and what is allowed."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(parameters)"
+        key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'")
             continue
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
+        if not key:  # a check across keys: its message names them
+            lines.append(f"{source}: {msg}")
+            continue
         if key in model.model_fields:
             rng = _describe_range(model, key)
             if rng and ("greater" in msg or "less" in msg):
