@@ -493,6 +493,8 @@ class Separator:
         }
         if gt_x is not None:
             gt_x = _match_gt_length(gt_x, len(mix_x), gt_info.path or "gt")
+        if detector_name == "oracle":
+            _check_segments_fit(params.segments, len(mix_x) / audio.SAMPLE_RATE)
 
         with timer("classify"):
             if self.ast is not None:
@@ -649,6 +651,18 @@ class Separator:
             "precision": getattr(self.ast, "precision", None),
             "device": str(self.device),
         }
+
+
+def _check_segments_fit(path: str, duration_s: float) -> None:
+    """Refuse a segments file with a segment that starts after the mixture ends: it was written
+    for another recording (or in other units), and dropping it would quietly change the target."""
+    late = [s for s in detect.segments_from_file(path) if s.start >= duration_s]
+    if late:
+        raise InputError(
+            path,
+            f"segment {late[0].start:g}-{late[0].end:g} s starts after the end of the mixture "
+            f"({duration_s:.3f} s)" + (f", and {len(late) - 1} more" if len(late) > 1 else ""),
+        )
 
 
 GT_LENGTH_TOLERANCE_S = 0.01  # resampling a same-length file from another rate can add a sample or two

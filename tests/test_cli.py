@@ -113,3 +113,9 @@ def test_example_then_separate(tmp_path):
     assert p.returncode == 0, p.stderr
     ev = json.loads((tmp_path / "out/event.json").read_text())
     assert ev["target_found"] and ev["metrics"]["si_sdri"] > 3
+    x, sr = sf.read(tmp_path / "ex/gt.wav")
+    sf.write(tmp_path / "silent-gt.wav", 0 * x, sr)  # a ground truth for an absent target
+    p = run("separate", "--model", "none", "--mix_wav", tmp_path / "ex/mix.wav", "--query_wav", tmp_path / "ex/query.wav",
+            "--gt_wav", tmp_path / "silent-gt.wav", "--out_dir", tmp_path / "out2", "--no-save_visualizations")
+    leak = json.loads((tmp_path / "out2/event.json").read_text())["metrics"]["leakage_db"]
+    assert p.returncode == 0 and f"leakage {leak:.2f} dB re the mixture (the ground truth is silent)" in p.stdout

@@ -145,6 +145,13 @@ def test_oracle_segments_from_file(sep_none, pair, tmp_path):
     r = sep_none.separate(mix, query, gt=gt, segments=str(seg))
     assert r.detection.name == "oracle"
     assert [(s.start, s.end) for s in r.segments] == truth
+    # A segment past the end is refused, not dropped; one running over the end is clipped.
+    dur = len(mix) / SR
+    seg.write_text(f"1 2\n{dur + 40:g} {dur + 50:g}\n")
+    with pytest.raises(InputError, match=rf"segments\.txt: segment {dur + 40:g}-{dur + 50:g} s starts after the end"):
+        sep_none.separate(mix, query, segments=str(seg))
+    seg.write_text(f"1 {dur + 5:g}\n")
+    assert [(s.start, s.end) for s in sep_none.separate(mix, query, segments=str(seg)).segments] == [(1.0, dur)]
 
 
 def test_long_mixture_is_chunked_without_seams(sep_none, pair, tmp_path):
