@@ -1,14 +1,11 @@
 """Admission of an audio file into a job: every check that can be made from its size and header,
 before a single sample is decoded.
 
-The core's :func:`sourcesep.audio.probe` refuses missing, empty, unreadable and too long files.
-On top of it the daemon refuses what would be expensive or wrong to run unattended:
-
-* more channels than ``max_channels`` or a higher rate than ``max_sample_rate`` (decoding cost
-  grows with both; a 192 kHz, 8-channel hour is 20 GiB of float samples);
-* a WAV/AIFF file shorter than its header says: an interrupted upload. libsndfile silently
-  reads the part that is there, so without this check a cut-off mixture would be separated as if
-  it were complete.
+The core's :func:`sourcesep.audio.probe` refuses missing, empty, unreadable, truncated (a WAV/AIFF
+file shorter than its header says: an interrupted upload) and too long files. On top of it the
+daemon refuses what would be expensive to run unattended: more channels than ``max_channels`` or
+a higher rate than ``max_sample_rate`` (decoding cost grows with both; a 192 kHz, 8-channel hour
+is 20 GiB of float samples).
 
 Results are cached by (device, inode, size, mtime): a settled file is probed once, and a claim
 (a rename) does not change the key.
@@ -17,55 +14,11 @@ Results are cached by (device, inode, size, mtime): a settled file is probed onc
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from sourcesep import InputError
-
-_MAX_CHUNKS = 256  # chunk headers walked before giving up (a file with more is not a sane WAV)
-_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streamed WAVs: the writer did not know the length
-
-
-def header_truncation(path: str | os.PathLike) -> str | None:
-    """Why a RIFF/WAVE or AIFF file is shorter than its header says, or None.
-
-    Walks the chunk headers (``fmt ``, ``LIST``…) to the audio chunk (``data`` / ``SSND``) and
-    compares its declared size with the bytes present. Other formats, RF64 and streamed WAVs
-    (data size 0 or 0xFFFFFFFF) return None: the decoder is the judge there.
-    """
-    with open(path, "rb") as f:
-        head = f.read(12)
-        size = os.fstat(f.fileno()).st_size
-        if len(head) < 12:
-            return None
-        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-            fmt, audio_id = "<I", b"data"
-        elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-            fmt, audio_id = ">I", b"SSND"
-        else:
-            return None
-        pos = 12
-        for _ in range(_MAX_CHUNKS):
-            f.seek(pos)
-            hdr = f.read(8)
-            if len(hdr) < 8:
-                return None  # no audio chunk: the decoder reports it
-            (declared,) = struct.unpack(fmt, hdr[4:])
-            if hdr[:4] == audio_id:
-                if declared in _UNKNOWN_SIZES:
-                    return None
-                present = size - pos - 8
-                if present < declared:
-                    return (f"is truncated: its header announces {declared} bytes of audio data, the file "
-                            f"holds {max(present, 0)} (an interrupted upload? drop the complete file again)")
-                return None
-            pos += 8 + declared + (declared & 1)
-            if pos > size:
-                return f"is truncated: its '{hdr[:4].decode('latin-1')}' chunk runs past the end of the file"
-    return None
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -120,12 +73,6 @@ class AudioGate:
         if info.sample_rate > lim.max_sample_rate:
             raise InputError(path, f"is sampled at {info.sample_rate} Hz; the limit is max_sample_rate = "
                              f"{lim.max_sample_rate} Hz (resample it, or raise max_sample_rate in the daemon config)")
-        try:
-            why = header_truncation(path)
-        except OSError as e:
-            raise InputError(path, f"cannot be read ({e.strerror or e})") from None
-        if why:
-            raise InputError(path, why)
         return info
 
     def keep_only(self, keys: Iterable[tuple[int, int, int, int]]) -> None:

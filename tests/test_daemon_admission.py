@@ -10,12 +10,12 @@ import pytest
 import soundfile as sf
 
 from daemon import inbox
-from daemon.admission import AudioGate, Limits, header_truncation
+from daemon.admission import AudioGate, Limits
 from daemon.validate import MAX_SIDECAR_BYTES, validate
 from daemon_helpers import drop_flat, pair_audio
 from signals import SR, noise
 from sourcesep import InputError, ParamError
-from sourcesep.audio import probe
+from sourcesep.audio import header_truncation, probe
 
 LIMITS = Limits(max_bytes=1 << 30, max_duration_s=3600, max_channels=2, max_sample_rate=96000)
 
