@@ -6,8 +6,10 @@
     sourcesep-daemon status --config FILE [--json]
     sourcesep-daemon report --config FILE [--date YYYY-MM-DD]
 
-Exit status: 0 ok; 2 bad config or refused to run as root; 3 the model cannot be loaded;
-75 a stuck job thread (thread isolation) needs a restart.
+Exit status: 0 ok; 2 bad config, bad usage (``--date`` not YYYY-MM-DD), refused to run as root,
+or ``report`` with nothing to report (the daemon never ran with this config: no ledger);
+3 the model cannot be loaded; 1 anything else (an unreadable ledger, an unwritable outbox);
+75 a stuck job thread (thread isolation) needs a restart. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -16,19 +18,51 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from .config import ConfigError, load_config
 
 COMMANDS = ("run", "once", "status", "report")
+EXIT_USAGE, EXIT_OTHER = 2, 1
+
+
+class UsageError(Exception):
+    """A command-line value is unusable. The message is one line for the user."""
+
+
+def report_day(text: str) -> dt.date:
+    """``--date``: a calendar day written YYYY-MM-DD (raises :class:`UsageError`)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise UsageError(f"--date {text!r}: expected a day as YYYY-MM-DD (e.g. 2026-01-31)")
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError as e:
+        raise UsageError(f"--date {text!r}: not a calendar day ({e}); expected YYYY-MM-DD") from None
+
+
+def no_ledger(cfg: Any) -> str:
+    """Why there is no ledger to read: the daemon has not run with this config (names the folder)."""
+    if cfg.ledger is not None:
+        return f"ledger {cfg.ledger_path} does not exist"
+    state = "does not exist" if not cfg.work.exists() else "holds no state.db"
+    return f"work folder {cfg.work} {state}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (and like ``sourcesep``), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sourcesep-daemon", description="Watch-folder source separation daemon.")
+    p = _Parser(prog="sourcesep-daemon", description="Watch-folder source separation daemon.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in (
         ("run", "run the daemon until SIGTERM (default)"),
@@ -54,21 +88,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["run", *argv]  # `sourcesep-daemon --config FILE` means run
     args = _parser().parse_args(argv)
     try:
+        day = report_day(args.date) if getattr(args, "date", None) else None
         cfg = load_config(args.config)
-    except ConfigError as e:
-        sys.stderr.write(f"sourcesep-daemon: {e}\n")
-        return 2
-    if args.command in ("run", "once"):
-        from .service import Service  # imports torch: keep `status` fast
-
-        code = Service(cfg, args.config, once=args.command == "once", allow_root=args.allow_root).run()
-        if code == 75:  # a job thread is stuck in native code: do not wait for it at interpreter exit
-            sys.stdout.flush()
-            os._exit(code)
-        return code
+        if args.command in ("run", "once"):
+            return _run(cfg, args)
+    except (ConfigError, UsageError) as e:
+        return _fail(str(e), EXIT_USAGE)
     if args.command == "status":
         return _status(cfg, as_json=args.json, limit=args.limit)
-    return _report(cfg, args.config, args.date)
+    return _report(cfg, args.config, day)
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"sourcesep-daemon: {message}\n")
+    return code
+
+
+def _run(cfg: Any, args: argparse.Namespace) -> int:
+    from .service import Service  # imports torch: keep `status` fast
+
+    code = Service(cfg, args.config, once=args.command == "once", allow_root=args.allow_root).run()
+    if code == 75:  # a job thread is stuck in native code: do not wait for it at interpreter exit
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 def _pid_alive(status: dict[str, Any]) -> bool | None:
@@ -87,7 +130,8 @@ def _status(cfg: Any, as_json: bool, limit: int) -> int:
     from . import inbox
     from .ledger import RETRIED, RUNNING, WAITING, Ledger
 
-    out: dict[str, Any] = {"config": {"inbox": str(cfg.inbox), "outbox": str(cfg.outbox), "work": str(cfg.work), "failed": str(cfg.failed)}}
+    out: dict[str, Any] = {"config": {"inbox": str(cfg.inbox), "outbox": str(cfg.outbox), "work": str(cfg.work),
+                                      "failed": str(cfg.failed), "ledger": str(cfg.ledger_path)}}
     try:
         status = json.loads(Path(cfg.status_path).read_text(encoding="utf-8"))
         out["daemon"] = status
@@ -99,16 +143,19 @@ def _status(cfg: Any, as_json: bool, limit: int) -> int:
         "complete_jobs": sum(c.complete for c in cands.values()),
         "incomplete": sum(not c.complete for c in cands.values()),
     }
-    if Path(cfg.ledger_path).exists():
+    out["counts"], out["queue"], out["recent"], out["last_24h"] = {}, [], [], {}
+    if Path(cfg.ledger_path).exists():  # read-only: status never creates the ledger
         led = Ledger(cfg.ledger_path, readonly=True)
-        out["counts"] = led.counts()
-        out["queue"] = [_brief(r) for r in led.in_states((*WAITING, RUNNING))]
-        out["recent"] = [_brief(r) for r in led.recent(limit)]
-        now = time.time()
-        out["last_24h"] = throughput(led.finished_between(now - 86400, now))
-        led.close()
-    else:
-        out["counts"], out["queue"], out["recent"], out["last_24h"] = {}, [], [], {}
+        try:
+            out["counts"] = led.counts()
+            out["queue"] = [_brief(r) for r in led.in_states((*WAITING, RUNNING))]
+            out["recent"] = [_brief(r) for r in led.recent(limit)]
+            now = time.time()
+            out["last_24h"] = throughput(led.finished_between(now - 86400, now))
+        except sqlite3.Error as e:
+            return _fail(f"ledger {cfg.ledger_path}: cannot read it: {e}", EXIT_OTHER)
+        finally:
+            led.close()
     if as_json:
         sys.stdout.write(json.dumps(out, indent=1, default=str) + "\n")
         return 0
@@ -126,7 +173,10 @@ def _status(cfg: Any, as_json: bool, limit: int) -> int:
     else:
         w("daemon   no status file (never started with this config?)\n")
     w(f"inbox    {out['inbox']['complete_jobs']} complete job(s) waiting to be claimed, {out['inbox']['incomplete']} incomplete\n")
-    w("ledger   " + ", ".join(f"{k} {v}" for k, v in out["counts"].items()) + "\n")
+    if out["counts"]:
+        w("ledger   " + ", ".join(f"{k} {v}" for k, v in out["counts"].items()) + "\n")
+    else:
+        w(f"ledger   none yet: the daemon has not run with this config ({no_ledger(cfg)})\n")
     t = out["last_24h"]
     if t.get("done"):
         w(
@@ -188,19 +238,29 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _report(cfg: Any, config_path: str, date: str | None) -> int:
+def _report(cfg: Any, config_path: str, day: dt.date | None) -> int:
     from . import logs, report, schedule
     from .ledger import Ledger
 
+    if not Path(cfg.ledger_path).exists():  # never create a ledger just to report on it
+        return _fail(f"{config_path}: nothing to report yet: the daemon has not run with this config "
+                     f"({no_ledger(cfg)})", EXIT_USAGE)
     logs.configure(cfg.log_level, cfg.log_format)
     os.umask(cfg.umask)  # the report is one of the daemon's outputs: same modes as when it runs
-    if date:  # the night that ends on DATE at report_time (what the scheduled report covers)
-        day = dt.date.fromisoformat(date)
+    if day:  # the night that ends on DAY at report_time (what the scheduled report covers)
         start, end = schedule.report_period(day, cfg.report_time or "07:00")
     else:  # the last 24 hours
         day, end = dt.date.today(), time.time()
         start = end - 86400
-    path = report.write_report(Ledger(cfg.ledger_path), cfg.outbox, day, start, end)
+    led = Ledger(cfg.ledger_path, readonly=True)
+    try:
+        path = report.write_report(led, cfg.outbox, day, start, end)
+    except sqlite3.Error as e:
+        return _fail(f"ledger {cfg.ledger_path}: cannot read it: {e}", EXIT_OTHER)
+    except OSError as e:
+        return _fail(f"outbox {cfg.outbox}: cannot write the report: {e.strerror or e}", EXIT_OTHER)
+    finally:
+        led.close()
     logs.get_logger().info("report written", path=str(path))
     return 0
 

@@ -2,7 +2,8 @@
 
 ``config/daemon.yaml`` documents every key. Relative folder paths are resolved against the config
 file's directory (not the working directory), so a unit file and a shell see the same folders.
-A bad config is one :class:`ConfigError` with a one-line message naming the file and the key.
+A bad config is one :class:`ConfigError` with a one-line message in the daemon's one form for
+config and sidecar problems, ``FILE: KEY: problem`` (``daemon.yaml: workers: must be …``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sourcesep import ParamError, RuntimeOptions
-from sourcesep.params import load_yaml_mapping, resolve
+from sourcesep.params import PARAM_KEYS, RUNTIME_KEYS, load_yaml_mapping, resolve
 
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -25,6 +26,16 @@ class ConfigError(Exception):
     """The daemon's configuration is unusable. The message is one line for the operator."""
 
     exit_code = 2
+
+
+def key_problems(values: Mapping[str, Any], runtime_problem: str) -> list[tuple[str, str]]:
+    """(key, problem) for each key of a parameter mapping that is not a separation parameter:
+    a runtime option (``runtime_problem`` says where it belongs) or an unknown key."""
+    return [
+        (k, runtime_problem if k in RUNTIME_KEYS else "unknown key")
+        for k in values
+        if k not in PARAM_KEYS and k != "preset"
+    ]
 
 
 WORKER_MEMORY_BYTES = 1 << 30  # peak RSS of one 10 s job's child is about 0.6-0.9 GiB (README: Performance)
@@ -239,19 +250,23 @@ class DaemonConfig(RuntimeOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> "DaemonConfig":
+        bad = key_problems(self.params, "a runtime option: set it at the top level of the config, not under params")
+        if bad:
+            raise ValueError("; ".join(f"params.{k}: {why}" for k, why in bad))
         try:
             resolve([("params", self.params)])
         except ParamError as e:
-            raise ValueError(str(e)) from None
+            pairs = e.problems or [(None, str(e))]
+            raise ValueError("; ".join(f"params.{k}: {why}" if k else f"params: {why}" for k, why in pairs)) from None
         folders = {"inbox": self.inbox, "outbox": self.outbox, "work": self.work, "failed": self.failed}
         seen: dict[Path, str] = {}
         for key, p in folders.items():
             if p in seen:
-                raise ValueError(f"'{key}' and '{seen[p]}' are the same folder ({p})")
+                raise ValueError(f"{key}: the same folder as {seen[p]} ({p})")
             seen[p] = key
         for key, p in folders.items():
             if key != "inbox" and (p == self.inbox or self.inbox in p.parents):
-                raise ValueError(f"'{key}' ({p}) must not be inside the inbox: it would be scanned as a job")
+                raise ValueError(f"{key}: {p} must not be inside the inbox: it would be scanned as a job")
         return self
 
     # ------------------------------------------------------------------ derived values
@@ -275,19 +290,58 @@ class DaemonConfig(RuntimeOptions):
 _PATH_KEYS = ("inbox", "outbox", "work", "failed", "ledger", "status_file")
 
 
+# What a key takes, where pydantic's own words would name the schema's internals (the branches
+# of a union, a regular expression, an octal limit printed in decimal).
+_ALLOWED = {
+    "workers": "an integer from 1 to 64, or 'auto'",
+    "device": "auto, cpu, cuda or cuda:N",
+    "umask": 'an octal umask from "0000" to "0777"',
+}
+_BOUNDS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+
+
+def _num(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _range(key: str) -> str:
+    """``≥ 1 and ≤ 256`` from the field's constraints ("" when it has none)."""
+    field = DaemonConfig.model_fields.get(key)
+    metadata = field.metadata if field is not None else []
+    return " and ".join(f"{sym} {_num(getattr(m, a))}" for m in metadata for a, sym in _BOUNDS if getattr(m, a, None) is not None)
+
+
+def _problem(key: str, e: Any) -> str:
+    """What is wrong with one key, in words (pydantic's "Input should be" → "must be")."""
+    msg = e["msg"].removeprefix("Value error, ")
+    if key in _ALLOWED and e["type"] != "value_error":
+        return f"must be {_ALLOWED[key]}"
+    if e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and _range(key):
+        return f"must be {_range(key)}"
+    msg = msg.split(", unable to ")[0].replace("Input should be", "must be")
+    return msg.replace("a valid dictionary", "a mapping of key: value").replace("a valid boolean", "true or false")
+
+
 def _format(err: ValidationError, source: str) -> str:
-    lines = []
+    """One line, ``FILE: KEY: problem`` per problem; a union's branches make one problem."""
+    lines: list[str] = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(config)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{key}'")
-        elif e["type"] == "missing":
-            lines.append(f"{source}: '{key}' is required")
+        if not e["loc"]:  # the model validator: its message names its keys
+            line = f"{source}: {e['msg'].removeprefix('Value error, ')}"
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            got_txt = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) and key != "(config)" else ""
-            lines.append(f"{source}: '{key}' {msg}{got_txt}" if key != "(config)" else f"{source}: {msg}")
+            key = str(e["loc"][0])
+            name = key + "".join(f"[{p}]" for p in e["loc"][1:] if isinstance(p, int))
+            if e["type"] == "extra_forbidden":
+                line = f"{source}: {name}: unknown key"
+            elif e["type"] == "missing":
+                line = f"{source}: {name}: required"
+            else:
+                problem = _problem(key, e)
+                got = e.get("input")
+                shown = got is None or isinstance(got, (dict, list)) or (isinstance(got, str) and repr(got) in problem)
+                line = f"{source}: {name}: {problem}" + ("" if shown else f" (got {got!r})")
+        if line not in lines:
+            lines.append(line)
     return "; ".join(lines)
 
 
@@ -300,7 +354,7 @@ def config_from_mapping(data: dict[str, Any], base_dir: Path, source: str = "con
             p = Path(os.path.expanduser(str(v)))
             data[key] = Path(os.path.normpath(p if p.is_absolute() else base_dir / p))
         elif key in data and v is not None:
-            raise ConfigError(f"{source}: '{key}' must be a folder path (got {v!r})")
+            raise ConfigError(f"{source}: {key}: must be a folder path (got {v!r})")
     if isinstance(data.get("windows"), str):
         data["windows"] = [data["windows"]]
     try:
@@ -309,41 +363,67 @@ def config_from_mapping(data: dict[str, Any], base_dir: Path, source: str = "con
         raise ConfigError(_format(err, source)) from None
 
 
+MAX_CONFIG_BYTES = 1_000_000  # the core's limit for parameter files
+
+
+def _check_readable(path: Path) -> None:
+    """A config that cannot be read is one plain line (not an exception class and errno)."""
+    why = None
+    if not path.exists():
+        why = "no such file"
+    elif path.is_dir():
+        why = "is a folder, not a file"
+    elif not path.is_file():
+        why = "not a regular file"
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_CONFIG_BYTES + 1)
+            if len(data) <= MAX_CONFIG_BYTES:
+                data.decode("utf-8")
+        except OSError as e:
+            why = (e.strerror or str(e)).lower()
+        except UnicodeDecodeError as e:
+            why = f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"
+    if why:
+        raise ConfigError(f"{path}: cannot read config: {why}")
+
+
 def load_config(path: str | os.PathLike) -> DaemonConfig:
     """Read and validate a daemon config file (YAML). Raises :class:`ConfigError`."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    _check_readable(path)
     try:
         data = load_yaml_mapping(path, "daemon config")
     except ParamError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(ParamError.of(str(path), e.problems) if e.problems else e)) from None
     base = path.resolve().parent
     return config_from_mapping(data, base, str(path))
 
 
-def prepare_folders(cfg: DaemonConfig) -> None:
+def prepare_folders(cfg: DaemonConfig, source: str = "config") -> None:
     """Create the folders (mode 0750 under the umask) and check the claim's rename can work.
 
     The claim is an atomic ``rename`` from inbox to work, so both must be on one filesystem.
+    ``source`` (the config file) leads each :class:`ConfigError` message, as in :func:`load_config`.
     """
     for key in ("inbox", "outbox", "work", "failed"):
         p: Path = getattr(cfg, key)
         try:
             p.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as e:
-            raise ConfigError(f"{key} folder {p}: cannot create it: {e.strerror or e}") from None
+            raise ConfigError(f"{source}: {key}: cannot create folder {p}: {e.strerror or e}") from None
         if not p.is_dir():
-            raise ConfigError(f"{key} folder {p}: not a directory")
+            raise ConfigError(f"{source}: {key}: {p} is not a folder")
         if not os.access(p, os.W_OK | os.X_OK):
-            raise ConfigError(f"{key} folder {p}: not writable by this user (uid {os.geteuid()})")
-    for p in (cfg.ledger_path.parent, cfg.status_path.parent):
+            raise ConfigError(f"{source}: {key}: folder {p} is not writable by this user (uid {os.geteuid()})")
+    for key, p in (("ledger", cfg.ledger_path.parent), ("status_file", cfg.status_path.parent)):
         try:
             p.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as e:
-            raise ConfigError(f"folder {p}: cannot create it: {e.strerror or e}") from None
+            raise ConfigError(f"{source}: {key}: cannot create folder {p}: {e.strerror or e}") from None
     if cfg.inbox.stat().st_dev != cfg.work.stat().st_dev:
         raise ConfigError(
-            f"inbox ({cfg.inbox}) and work ({cfg.work}) must be on the same filesystem: jobs are "
-            "claimed by an atomic rename from one to the other"
+            f"{source}: inbox, work: {cfg.inbox} and {cfg.work} must be on the same filesystem: "
+            "jobs are claimed by an atomic rename from one to the other"
         )

@@ -42,7 +42,8 @@ class Outcomes:
         tmp = outbox.tmp_dir(cfg.outbox, job.id)
         outbox.apply_umask(tmp, cfg.umask)
         outbox.place_inputs(claim.inputs, tmp / "inputs")
-        self.log.info("job outputs complete; committing", job_id=job.id, duration_s=round(outcome.duration_s, 3))
+        self.log.info("job outputs complete; committing", job_id=job.id, job=inbox.display(claim.name),
+                      duration_s=round(outcome.duration_s, 3))
         self.job_logs.unregister(job.id)
         _link_or_copy(claim.job_log, tmp / "job.log.jsonl")
         dest = outbox.commit(tmp, cfg.outbox, claim.name, claim.marker, job.id)

@@ -114,7 +114,10 @@ class Service(Intake, Outcomes, Status):
 
     # =========================================================================== start / stop
     def run(self) -> int:
-        """Start, process until told to stop (or, with ``once``, until the inbox is done)."""
+        """Start, process until told to stop (or, with ``once``, until the inbox is done).
+
+        Raises :class:`ConfigError` when the configured folders are unusable (the CLI prints it
+        like any other config error: one line on stderr, exit 2)."""
         cfg = self.cfg
         logs.configure(cfg.log_level, cfg.log_format, self.stream, self.job_logs)
         if os.geteuid() == 0 and not (cfg.allow_root or self.allow_root):
@@ -125,16 +128,13 @@ class Service(Intake, Outcomes, Status):
             )
             return EXIT_CONFIG
         os.umask(cfg.umask)
+        prepare_folders(cfg, self._config_name())
         try:
-            prepare_folders(cfg)
             # A daemon killed while rewriting status.json or probing for room leaves litter.
             outbox.remove_stale_json_tmp(cfg.status_path, self.pid)
             for folder in (cfg.outbox, cfg.failed):
                 remove_stale_probes(folder)
             self.ledger = Ledger(cfg.ledger_path)
-        except ConfigError as e:
-            self.log.error("bad configuration", error=str(e))
-            return EXIT_CONFIG
         except Exception as e:  # sqlite3.Error, OSError
             self.log.error("cannot open the ledger", path=str(cfg.ledger_path), error=f"{e.__class__.__name__}: {e}")
             return EXIT_CONFIG
@@ -193,6 +193,10 @@ class Service(Intake, Outcomes, Status):
             self.log.info("daemon stopped", exit_code=self._exit_code, **self._counts,
                           **({"batching": batching} if batching is not None else {}))
         return self._exit_code
+
+    def _config_name(self) -> str:
+        """The config file as the operator named it: it leads every config error message."""
+        return str(self.config_path) if self.config_path else "config"
 
     def _load_model(self, cfg: DaemonConfig) -> tuple[Any, str, int]:
         """(separator, isolation, workers) for ``cfg``: the model loaded and warmed up."""
@@ -480,6 +484,7 @@ class Service(Intake, Outcomes, Status):
         name = self.config_path.name if self.config_path else "config"
         try:
             v = validate.validate(claim, params=self.cfg.params, config_name=name, probe=self._probe)
+            validate.check_model_fit(v, self.sep.resolve_params, self.cfg.model)
         except (InputError, ParamError) as e:
             self._fail(job, self._error(INPUT, e.__class__.__name__, self._public_message(str(e), claim), "validate"))
             return False
@@ -545,6 +550,7 @@ class Service(Intake, Outcomes, Status):
                 for role, path in (("mix", v.mix), ("query", v.query), ("gt", v.gt))
                 if path is not None
             },
+            param_paths=v.result_paths,
         )
         self._record(job.id, RUNNING, owner=self.owner, attempt=job.attempt, started_at=job.started_at, queue_wait_s=queue_wait)
         self.log.info("job started", job_id=job.id, job=spec.name, attempt=job.attempt, queue_wait_s=None if queue_wait is None else round(queue_wait, 3), overrides=v.sidecar_overrides)
@@ -575,7 +581,7 @@ class Service(Intake, Outcomes, Status):
             new = load_config(self.config_path)
             old = self.cfg
             if (new.inbox, new.outbox, new.work, new.failed, new.ledger_path) != (old.inbox, old.outbox, old.work, old.failed, old.ledger_path):
-                prepare_folders(new)
+                prepare_folders(new, self._config_name())
             sep, isolation, workers = self.sep, self.isolation, self.workers
             if new.runtime() != old.runtime() or new.isolation != old.isolation:
                 self._busy = True

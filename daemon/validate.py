@@ -1,14 +1,16 @@
 """Checks on a claimed job before it runs: regular files only, exactly one mix and one query,
 audio headers within the limits, and a sidecar that fits the parameter schema.
 
-Messages name files the way the user dropped them (``street.mix.wav``, ``dog/query.ogg``,
-``sidecar:street.yaml``), never the daemon's work folders.
+Messages name files the way the user dropped them (``street.mix.wav``, ``dog/query.ogg``), never
+the daemon's work folders; a sidecar problem is ``FILE: KEY: problem`` (``street.yaml: opt_steps:
+must be ≥ 0 and ≤ 1000 (got 5000)``), the form of the daemon config's own messages.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any, Callable
 from sourcesep import InputError, ParamError
 from sourcesep.params import PARAM_KEYS, load_yaml_mapping, resolve
 
+from .config import key_problems
 from .inbox import Claim, display
 
 MAX_SIDECAR_BYTES = 1_000_000  # the core refuses larger parameter files too, but only after reading them
@@ -32,8 +35,12 @@ class JobInputs:
     overrides: dict[str, Any]  # every explicitly set parameter (daemon config + sidecar)
     param_sources: dict[str, str]  # parameter → "default" | "daemon config:F" | "sidecar:F"
     sidecar: str | None = None
+    # what the sidecar set, as recorded (event.json, ledger, log): files by their result-folder path
     sidecar_overrides: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # role → file, sha256, bytes, duration…
+    # parameter → the file it names, relative to the committed result folder ("inputs/segs.txt"):
+    # the work folder the job reads it from is gone once the job is committed
+    result_paths: dict[str, str] = field(default_factory=dict)
 
 
 def public_path(p: Path, claim: Claim) -> str:
@@ -76,18 +83,40 @@ def _regular_files_only(claim: Claim) -> None:
         raise InputError(None, "; ".join(problems))
 
 
-def _sidecar_segments(sidecar: dict[str, Any], claim: Claim, rel: str) -> dict[str, Any]:
-    """A sidecar's ``segments`` file must be a regular file inside its own job folder."""
+def _sidecar_segments(sidecar: dict[str, Any], claim: Claim, rel: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A sidecar's ``segments`` file must be a regular file inside its own job folder. Returns the
+    sidecar with the file's work path (what the core reads) and ``{"segments": "inputs/…"}``."""
     seg = sidecar.get("segments")
     if seg is None:
-        return sidecar
+        return sidecar, {}
     if claim.kind != "folder":
-        raise ParamError(f"sidecar:{rel}: 'segments' needs a job folder (put the segments file in NAME/ next to params.yaml)")
+        raise ParamError(f"{rel}: segments: needs a job folder (put the segments file in NAME/ next to params.yaml)")
     name = str(seg)
     target = claim.inputs / name
     if os.path.isabs(name) or ".." in Path(name).parts or target.is_symlink() or not target.is_file():
-        raise ParamError(f"sidecar:{rel}: 'segments' must name a regular file inside the job folder (got {name!r})")
-    return {**sidecar, "segments": str(target)}
+        raise ParamError(f"{rel}: segments: must name a regular file inside the job folder (got {name!r})")
+    return {**sidecar, "segments": str(target)}, {"segments": str(Path("inputs") / os.path.normpath(name))}
+
+
+def _key_first(e: ParamError, label: str, where: str) -> ParamError:
+    """The core's error about the layer ``label`` as the daemon's ``WHERE: key: problem``."""
+    if e.problems:
+        return ParamError.of(where, e.problems)
+    return ParamError(f"{where}: {str(e).removeprefix(label + ': ')}")
+
+
+def _read_sidecar(path: Path, rel: str, config_name: str) -> dict[str, Any]:
+    size = os.lstat(path).st_size
+    if size > MAX_SIDECAR_BYTES:  # refused before it is read: the daemon's memory is shared by every job
+        raise ParamError(f"{rel}: sidecar is {size} bytes; the limit is {MAX_SIDECAR_BYTES} bytes")
+    try:
+        sidecar = load_yaml_mapping(path, "sidecar")
+    except ParamError as e:
+        raise _key_first(e, str(path), rel) from None
+    bad = key_problems(sidecar, f"set in the daemon config ({config_name}), not per job")
+    if bad:
+        raise ParamError("; ".join(f"{rel}: {k}: {why}" for k, why in bad))
+    return sidecar
 
 
 def validate(claim: Claim, *, params: dict[str, Any], config_name: str, probe: Callable[[Path], Any]) -> JobInputs:
@@ -117,17 +146,19 @@ def validate(claim: Claim, *, params: dict[str, Any], config_name: str, probe: C
             }
     layers: list[tuple[str, dict[str, Any]]] = [(f"daemon config:{config_name}", dict(params))]
     sidecar_rel = None
+    result_paths: dict[str, str] = {}
     sidecar_path = (files.get("params") or [None])[0]
     if sidecar_path is not None:
         sidecar_rel = public_path(sidecar_path, claim)
-        size = os.lstat(sidecar_path).st_size
-        if size > MAX_SIDECAR_BYTES:  # refused before it is read: the daemon's memory is shared by every job
-            raise ParamError(f"{sidecar_path}: sidecar is {size} bytes; the limit is {MAX_SIDECAR_BYTES} bytes")
-        sidecar = load_yaml_mapping(sidecar_path, "sidecar")
-        layers.append((f"sidecar:{sidecar_rel}", _sidecar_segments(sidecar, claim, sidecar_rel)))
+        sidecar, result_paths = _sidecar_segments(_read_sidecar(sidecar_path, sidecar_rel, config_name), claim, sidecar_rel)
+        layers.append((f"sidecar:{sidecar_rel}", sidecar))
         info["params"] = {"file": sidecar_rel, "sha256": sha256_file(sidecar_path)}
-    resolved, sources = resolve(layers)
+    try:
+        resolved, sources = resolve(layers)
+    except ParamError as e:  # the config's layer was checked at start: the sidecar's is at fault
+        raise _key_first(e, layers[-1][0], sidecar_rel or config_name) from None
     explicit = sorted(k for k, src in sources.items() if src != "default" and k in PARAM_KEYS)
+    from_sidecar = [k for k in explicit if sources[k].startswith("sidecar")]
     return JobInputs(
         mix=str(files["mix"][0]),
         query=str(files["query"][0]),
@@ -135,6 +166,31 @@ def validate(claim: Claim, *, params: dict[str, Any], config_name: str, probe: C
         overrides={k: getattr(resolved, k) for k in explicit},
         param_sources=sources,
         sidecar=sidecar_rel,
-        sidecar_overrides={k: getattr(resolved, k) for k in explicit if sources[k].startswith("sidecar")},
+        sidecar_overrides={k: result_paths.get(k, getattr(resolved, k)) for k in from_sidecar},
         info=info,
+        result_paths=result_paths,
     )
+
+
+_SOURCE = re.compile(r"(daemon config|sidecar):(.+?)(?: \(preset (.+)\))?")
+
+
+def check_model_fit(inputs: JobInputs, resolve_params: Callable[[dict[str, Any]], Any], model: str) -> None:
+    """Refuse, before the job runs, parameters this daemon's model cannot run, naming the file and
+    key that asked for them (``job.yaml: preset: 'seed' needs an AST model …``).
+
+    ``resolve_params`` (the daemon's ``Separator.resolve_params``) decides; its one
+    model-dependent refusal is an AST detector ('ast', 'fused') without an AST (``model: none``).
+    """
+    try:
+        resolve_params(inputs.overrides)
+    except ParamError as e:
+        m = _SOURCE.fullmatch(inputs.param_sources.get("detector", "default"))
+        if m is None or model.strip().lower() != "none":
+            raise ParamError(f"{e}; this daemon runs with model: {model}") from None
+        where, key = m[2], "params." if m[1] == "daemon config" else ""
+        detector = inputs.overrides.get("detector")
+        what = f"{key}preset: '{m[3]}' needs an AST model (it sets detector: {detector})" if m[3] else \
+            f"{key}detector: '{detector}' needs an AST model"
+        raise ParamError(f"{where}: {what}; this daemon runs with model: {model} (use detector: query, "
+                         "or detector: oracle with a segments file)") from None

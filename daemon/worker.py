@@ -60,6 +60,8 @@ class JobSpec:
     # role → where the input will sit in the committed result folder ("inputs/NAME.mix.wav"):
     # event.json names that instead of the work folder the file is read from.
     input_paths: dict[str, str] = field(default_factory=dict)
+    # the same for parameters that name a file of the job ({"segments": "inputs/segs.txt"})
+    param_paths: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +131,8 @@ def run_attempt(sep: Any, spec: JobSpec) -> Outcome:
         for role, rel in spec.input_paths.items():
             if isinstance(result.inputs.get(role), dict):
                 result.inputs[role] = {**result.inputs[role], "path": rel}
+        if spec.param_paths:
+            result.params = result.params.model_copy(update=spec.param_paths)
         stage = "write"
         t1 = time.perf_counter()
         log.info("stage start", stage=stage)

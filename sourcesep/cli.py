@@ -131,7 +131,7 @@ def _run_separate(args: argparse.Namespace) -> int:
     config_params: dict[str, Any] = {}
     runtime: dict[str, Any] = {}
     if args.config:
-        config_params, runtime = split_config(load_yaml_mapping(args.config), f"config {args.config}")
+        config_params, runtime = split_config(load_yaml_mapping(args.config), f"config:{args.config}")
     cli_params = {k: v for k, v in given.items() if k not in RuntimeOptions.model_fields}
     runtime.update({k: v for k, v in given.items() if k in RuntimeOptions.model_fields})
 

@@ -21,9 +21,25 @@ class InputError(SourcesepError):
 
 
 class ParamError(SourcesepError):
-    """A parameter, config file or sidecar that does not fit the schema."""
+    """A parameter, config file or sidecar that does not fit the schema.
+
+    ``problems`` lists ``(key, problem)`` pairs (key None for a problem of the whole file or of
+    several keys) and ``where`` the file or layer they are in, for callers that word their own
+    messages; ``str()`` is ``WHERE: KEY: problem``, several joined by "; ".
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, where: str | None = None,
+                 problems: list[tuple[str | None, str]] | None = None):
+        self.where = where
+        self.problems = problems or []
+        super().__init__(message)
+
+    @classmethod
+    def of(cls, where: str, problems: list[tuple[str | None, str]]) -> "ParamError":
+        text = "; ".join(f"{where}: {key}: {why}" if key else f"{where}: {why}" for key, why in problems)
+        return cls(text, where=where, problems=problems)
 
 
 class ModelError(SourcesepError):

@@ -177,26 +177,29 @@ def _describe_range(model: type[BaseModel], key: str) -> str:
     return " and ".join(bounds)
 
 
-def _format_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    """One line per problem, naming the key, what is wrong and what is allowed."""
-    lines = []
+def _problems(err: ValidationError, model: type[BaseModel]) -> list[tuple[str | None, str]]:
+    """(key, problem) per error: what is wrong and what is allowed, in words."""
+    out: list[tuple[str | None, str]] = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        key = ".".join(str(p) for p in e["loc"]) or None  # None: a check across keys names them
         if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{key}'")
+            out.append((key, "unknown key"))
             continue
-        msg = e["msg"].removeprefix("Value error, ")
-        if not key:  # a check across keys: its message names them
-            lines.append(f"{source}: {msg}")
-            continue
+        msg = e["msg"].removeprefix("Value error, ").split(", unable to ")[0].replace("Input should be", "must be")
         if key in model.model_fields:
             rng = _describe_range(model, key)
             if rng and ("greater" in msg or "less" in msg):
                 msg = f"must be {rng}"
         got = e.get("input")
-        got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-        lines.append(f"{source}: '{key}' {msg}{got_txt}")
-    return "; ".join(lines)
+        got_txt = f" (got {got!r})" if key and got is not None and not isinstance(got, dict) else ""
+        out.append((key, f"{msg}{got_txt}"))
+    return out
+
+
+def layer_name(source: str) -> str:
+    """What an error calls a layer: the file of "config:FILE" / "sidecar:FILE", else the label."""
+    kind, sep, rest = source.partition(":")
+    return rest if sep and kind in ("config", "sidecar", "daemon config") else source
 
 
 def validate_params(values: Mapping[str, Any], source: str = "parameters") -> Params:
@@ -204,14 +207,14 @@ def validate_params(values: Mapping[str, Any], source: str = "parameters") -> Pa
     try:
         return Params(**dict(values))
     except ValidationError as err:
-        raise ParamError(_format_error(err, Params, source)) from None
+        raise ParamError.of(layer_name(source), _problems(err, Params)) from None
 
 
 def validate_runtime(values: Mapping[str, Any], source: str = "options") -> RuntimeOptions:
     try:
         return RuntimeOptions(**dict(values))
     except ValidationError as err:
-        raise ParamError(_format_error(err, RuntimeOptions, source)) from None
+        raise ParamError.of(layer_name(source), _problems(err, RuntimeOptions)) from None
 
 
 def resolve(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[Params, dict[str, str]]:
@@ -228,14 +231,17 @@ def resolve(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[Params, di
         preset = values.pop("preset", None)
         if preset is not None:
             if preset not in PRESETS:
-                raise ParamError(f"{source}: 'preset' must be one of {sorted(PRESETS)} (got {preset!r})")
+                raise ParamError.of(layer_name(source), [("preset", f"must be one of {sorted(PRESETS)} (got {preset!r})")])
             for k, v in PRESETS[preset].items():
                 merged[k], sources[k] = v, f"{source} (preset {preset})"
         # Validate each layer on its own so an error names the file it came from.
         unknown = sorted(set(values) - PARAM_KEYS)
         if unknown:
-            hint = " (fixed per Separator; not a per-job parameter)" if set(unknown) & RUNTIME_KEYS else ""
-            raise ParamError(f"{source}: unknown key '{unknown[0]}'{hint}")
+            raise ParamError.of(layer_name(source), [
+                (k, "a runtime option: set it where the model is loaded (the Separator, the command "
+                 "line or the daemon config), not per separation" if k in RUNTIME_KEYS else "unknown key")
+                for k in unknown
+            ])
         for k, v in values.items():
             merged[k], sources[k] = v, source
         validate_params(merged, source)
@@ -261,7 +267,7 @@ def load_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
         raise ParamError(f"{path}: {what} must be a mapping of key: value, not {type(data).__name__}")
     for k, v in data.items():
         if isinstance(v, float) and not math.isfinite(v):
-            raise ParamError(f"{path}: '{k}' must be a finite number")
+            raise ParamError.of(str(path), [(str(k), "must be a finite number")])
     return data
 
 
@@ -287,5 +293,5 @@ def split_config(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any], 
         elif k in RUNTIME_KEYS:
             runtime[k] = v
         else:
-            raise ParamError(f"{source}: unknown key '{k}'")
+            raise ParamError.of(layer_name(source), [(str(k), "unknown key")])
     return params, runtime

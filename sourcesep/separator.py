@@ -21,7 +21,7 @@ import torch
 
 from . import audio, detect, features, metrics, reconstruct
 from .errors import InputError, ParamError
-from .params import DEFAULT_MODEL, Params, resolve, validate_runtime
+from .params import DEFAULT_MODEL, Params, layer_name, resolve, validate_runtime
 from .types import Classification, Detection, MaskResult, Segment
 
 AudioSource = str | Path | np.ndarray
@@ -428,10 +428,11 @@ class Separator:
         params, sources = resolve(layers)
         # Without an AST only weights-free detectors can run.
         if self.ast is None and params.detector in _NEEDS_AST:
-            raise ParamError(
-                f"detector '{params.detector}' needs an AST model; with --model none use "
-                "--detector query (or oracle with --segments)"
-            )
+            raise ParamError.of(layer_name(sources["detector"]), [(
+                "detector",
+                f"'{params.detector}' needs an AST model; without one (model none) use the query "
+                "detector, or oracle with a segments file",
+            )])
         return params, sources
 
     def _choose(self, params: Params) -> tuple[str, str]:

@@ -49,11 +49,15 @@ def drop_flat(inbox: Path, name: str, seconds: float = 3.0, sidecar: str | None 
     (inbox / f"{name}.mix.wav").write_bytes(mix)
 
 
-def drop_folder(inbox: Path, name: str, seconds: float = 3.0, params: str | None = None, gt: bool = True) -> None:
-    """Build a job folder next to the inbox and rename it in (how users should drop folders)."""
+def drop_folder(inbox: Path, name: str, seconds: float = 3.0, params: str | None = None, gt: bool = True,
+                extra: dict[str, str] | None = None) -> None:
+    """Build a job folder next to the inbox and rename it in (how users should drop folders).
+    ``extra``: more text files for the folder (e.g. a segments file the sidecar names)."""
     mix, query, gtb = pair_audio(seconds)
     staging = inbox.parent / f"staging-{name}"
     staging.mkdir()
+    for fname, text in (extra or {}).items():
+        (staging / fname).write_text(text, encoding="utf-8")
     (staging / "mix.wav").write_bytes(mix)
     (staging / "query.wav").write_bytes(query)
     if gt:

@@ -38,7 +38,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     "extra, words",
     [
         ("settle_s: -1\n", ["settle_s"]),
-        ("bogus: 1\n", ["unknown key 'bogus'"]),
+        ("bogus: 1\n", ["bogus: unknown key"]),
         ("umask: '0999'\n", ["umask"]),
         ("windows: ['22:00-25:00']\n", ["windows", "25:00"]),
         ("report_time: 'noon'\n", ["report_time"]),
@@ -60,13 +60,63 @@ def test_bad_values_name_the_key(tmp_path, extra, words):
 
 
 def test_missing_folder_key_and_yaml_bomb(tmp_path):
-    with pytest.raises(ConfigError, match="'inbox' is required"):
+    with pytest.raises(ConfigError, match="inbox: required"):
         load_config(_write(tmp_path, "outbox: o\nwork: w\nfailed: f\n"))
     bomb = BASE + "a: &a [x, x]\nb: &b [*a, *a]\n"
     with pytest.raises(ConfigError, match="alias"):
         load_config(_write(tmp_path, bomb))
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read config: no such file$"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("workers: 0\n", "workers: must be an integer from 1 to 64, or 'auto' (got 0)"),
+        ("settle_s: fast\n", "settle_s: must be a valid number (got 'fast')"),
+        ("threads: 0\n", "threads: must be ≥ 1 and ≤ 256 (got 0)"),
+        ("device: tpu\n", "device: must be auto, cpu, cuda or cuda:N (got 'tpu')"),
+        ("umask: '0999'\n", "umask: '0999' is not an octal umask such as \"0027\""),
+        ("inbox: 3\n", "inbox: must be a folder path (got 3)"),
+        ("settle_s: .nan\n", "settle_s: must be a finite number"),
+        ("params: {opt_steps: -3}\n", "params.opt_steps: must be ≥ 0 and ≤ 1000 (got -3)"),
+        ("params: {bogus: 1}\n", "params.bogus: unknown key"),
+        ("params: {model: x}\n", "params.model: a runtime option: set it at the top level of the config, not under params"),
+        ("params: {preset: nope}\n", "params.preset: must be one of ['balanced', 'seed'] (got 'nope')"),
+        ("params: {hop: 1024, nfft: 512}\n", "params: hop (1024) must not exceed nfft (512)"),
+    ],
+)
+def test_messages_are_file_key_problem(tmp_path, extra, message):
+    # One form for every config problem, FILE: KEY: problem, in words rather than pydantic's
+    # internals ('workers.constrained-int' Input should be …; 'workers.literal['auto']' …).
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, BASE + extra))
+    assert str(e.value) == f"{tmp_path / 'd.yaml'}: {message}"
+
+
+def test_unreadable_config_is_one_plain_line(tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"folder\.yaml: cannot read config: is a folder, not a file$"):
+        load_config(tmp_path / "folder.yaml")
+    (tmp_path / "latin1.yaml").write_bytes(BASE.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: cannot read config: not UTF-8 text \(byte 0xe9 at offset \d+\)$"):
+        load_config(tmp_path / "latin1.yaml")
+
+
+def test_readme_references_name_existing_sections():
+    # `config/daemon.yaml` pointed at README "Offline model", a section that does not exist.
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    headings = {m[1]: m.start() for m in re.finditer(r"^#+ (.+)$", readme, re.M)}
+    refs = re.findall(r'README: "([^"]+)"(?:, (\*\*[^*]+\*\*))?', (REPO / "config" / "daemon.yaml").read_text())
+    assert refs
+    for section, lead in refs:
+        assert section in headings, f"config/daemon.yaml names README section {section!r}, which does not exist"
+        if lead:
+            start = headings[section]
+            end = min((i for i in headings.values() if i > start), default=len(readme))
+            assert lead in readme[start:end], f"README section {section!r} has no paragraph {lead}"
 
 
 def test_folders_inside_the_inbox_are_refused(tmp_path):
@@ -86,6 +136,14 @@ def test_prepare_folders_creates_them(tmp_path):
     prepare_folders(cfg)
     for name in ("in", "out", "work", "failed"):
         assert (tmp_path / name).is_dir()
+
+
+def test_prepare_folders_names_the_file_and_key(tmp_path):
+    (tmp_path / "out").write_text("a file where the outbox should be")
+    cfg = load_config(_write(tmp_path, BASE))
+    with pytest.raises(ConfigError) as e:
+        prepare_folders(cfg, "d.yaml")
+    assert str(e.value).startswith(f"d.yaml: outbox: cannot create folder {tmp_path / 'out'}: ")
 
 
 def test_workers_auto_resolves_to_cores_per_thread_on_cpu_and_two_on_cuda(tmp_path):

@@ -124,6 +124,34 @@ def test_once_processes_good_jobs_and_quarantines_bad_ones(tmp_path, tiny_ast_di
     assert "folder job" in page and "data:image/png;base64," in page
 
 
+def test_records_name_files_in_the_result_and_errors_lead_with_the_sidecar(tmp_path):
+    # A segments file is named where it sits in the result folder (the work folder is deleted
+    # after commit); a sidecar the daemon's model cannot run fails naming the file and key.
+    cfg = write_config(tmp_path)  # model: none
+    box = tmp_path / "inbox"
+    drop_folder(box, "seg job", params="segments: segs.txt\n", gt=False, extra={"segs.txt": "0.5 2.5\n"})
+    drop_flat(box, "seedjob", sidecar="preset: seed\n")
+    p = run_cli("once", "--config", str(cfg), timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+    folder = tmp_path / "outbox" / "seg job"
+    ev = results(tmp_path / "outbox")["seg job"]
+    assert ev["params"]["segments"] == "inputs/segs.txt" and (folder / ev["params"]["segments"]).is_file()
+    assert ev["job"]["overrides"] == {"segments": "inputs/segs.txt"} and ev["detection"]["detector"] == "oracle"
+    row = next(r for r in ledger_rows(tmp_path / "work" / "state.db") if r["name"] == "seg job")
+    assert json.loads(row["overrides"]) == {"segments": "inputs/segs.txt"}
+    assert str(tmp_path / "work") not in (folder / "event.json").read_text()
+
+    err = failures(tmp_path / "failed")["seedjob"]
+    expect = "seedjob.yaml: preset: 'seed' needs an AST model (it sets detector: ast); this daemon runs with model: none"
+    assert err["message"].startswith(expect) and err["stage"] == "validate" and err["retryable"] is False
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    failed = next(e for e in events if e["event"] == "job failed")
+    assert failed["job"] == "seedjob" and failed["error"].startswith(expect)
+    committing = next(e for e in events if e["event"] == "job outputs complete; committing")
+    assert committing["job"] == "seg job" and committing["job_id"] == ev["job"]["id"]
+
+
 def _closed_window() -> str:
     """A processing window that does not include the current local time."""
     now = dt.datetime.now()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from daemon import inbox
-from daemon.validate import public_message, validate
+from daemon.validate import check_model_fit, public_message, validate
 from daemon_helpers import drop_flat, drop_folder, pair_audio
 from sourcesep import InputError, ParamError
 from sourcesep.audio import probe
@@ -54,6 +54,54 @@ def test_bad_sidecars_name_the_problem(dirs, sidecar, word):
     assert word in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "sidecar, message",
+    [
+        ("opt_steps: 5000\n", "s.yaml: opt_steps: must be ≥ 0 and ≤ 1000 (got 5000)"),
+        ("no_such_param: 1\n", "s.yaml: no_such_param: unknown key"),
+        ("model: x\nthreads: 4\n", "s.yaml: model: set in the daemon config (d.yaml), not per job; "
+                                   "s.yaml: threads: set in the daemon config (d.yaml), not per job"),
+        ("preset: fast\n", "s.yaml: preset: must be one of ['balanced', 'seed'] (got 'fast')"),
+        ("hop: 1024\nnfft: 512\n", "s.yaml: hop (1024) must not exceed nfft (512)"),
+        ("opt_steps: .nan\n", "s.yaml: opt_steps: must be a finite number"),
+        ("segments: segs.txt\n", "s.yaml: segments: needs a job folder (put the segments file in NAME/ next to params.yaml)"),
+    ],
+)
+def test_sidecar_messages_are_file_key_problem(dirs, sidecar, message):
+    # The daemon config's form (FILE: KEY: problem), not "sidecar:s.yaml: 'key' …"; a runtime
+    # key is refused as set in the daemon config, not as "fixed per Separator".
+    box, work = dirs
+    drop_flat(box, "s", sidecar=sidecar)
+    c = _claim(box, work, "flat", "s")
+    with pytest.raises(ParamError) as e:
+        _validate(c)
+    assert public_message(str(e.value), c, box) == message
+
+
+def test_sidecar_preset_that_needs_an_ast_names_the_file_and_key(dirs):
+    from sourcesep import Separator
+
+    sep = Separator(model="none", device="cpu", threads=1)
+    box, work = dirs
+    cases = {
+        "preset": ("preset: seed\n", "p.yaml: preset: 'seed' needs an AST model (it sets detector: ast); "
+                   "this daemon runs with model: none (use detector: query, or detector: oracle with a segments file)"),
+        "direct": ("detector: fused\n", "p.yaml: detector: 'fused' needs an AST model; this daemon runs with model: none"),
+    }
+    for name, (sidecar, message) in cases.items():
+        drop_flat(box, "p", sidecar=sidecar)
+        v = _validate(_claim(box, work, "flat", "p"))
+        with pytest.raises(ParamError) as e:
+            check_model_fit(v, sep.resolve_params, "none")
+        assert str(e.value).startswith(message)
+    drop_flat(box, "cfg")
+    v = _validate(_claim(box, work, "flat", "cfg"), params={"preset": "seed"})
+    with pytest.raises(ParamError, match=r"^d\.yaml: params\.preset: 'seed' needs an AST model"):
+        check_model_fit(v, sep.resolve_params, "none")
+    drop_flat(box, "ok", sidecar="detector: query\n")
+    check_model_fit(_validate(_claim(box, work, "flat", "ok")), sep.resolve_params, "none")
+
+
 def test_segments_must_stay_inside_the_job_folder(dirs, tmp_path):
     box, work = dirs
     (tmp_path / "outside.txt").write_text("1 2\n")
@@ -65,6 +113,8 @@ def test_segments_must_stay_inside_the_job_folder(dirs, tmp_path):
     (box / "ok" / "segs.txt").write_text("2 4\n")
     v = _validate(_claim(box, work, "folder", "ok"))
     assert v.overrides["segments"].endswith(os.path.join("inputs", "segs.txt"))
+    # event.json, the ledger and the log name it where it will sit in the result folder
+    assert v.result_paths == {"segments": "inputs/segs.txt"} and v.sidecar_overrides == {"segments": "inputs/segs.txt"}
     drop_flat(box, "flat", sidecar="segments: segs.txt\n")
     with pytest.raises(ParamError, match="needs a job folder"):
         _validate(_claim(box, work, "flat", "flat"))
