@@ -363,38 +363,11 @@ def config_from_mapping(data: dict[str, Any], base_dir: Path, source: str = "con
         raise ConfigError(_format(err, source)) from None
 
 
-MAX_CONFIG_BYTES = 1_000_000  # the core's limit for parameter files
-
-
-def _check_readable(path: Path) -> None:
-    """A config that cannot be read is one plain line (not an exception class and errno)."""
-    why = None
-    if not path.exists():
-        why = "no such file"
-    elif path.is_dir():
-        why = "is a folder, not a file"
-    elif not path.is_file():
-        why = "not a regular file"
-    else:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_CONFIG_BYTES + 1)
-            if len(data) <= MAX_CONFIG_BYTES:
-                data.decode("utf-8")
-        except OSError as e:
-            why = (e.strerror or str(e)).lower()
-        except UnicodeDecodeError as e:
-            why = f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"
-    if why:
-        raise ConfigError(f"{path}: cannot read config: {why}")
-
-
 def load_config(path: str | os.PathLike) -> DaemonConfig:
     """Read and validate a daemon config file (YAML). Raises :class:`ConfigError`."""
     path = Path(path).expanduser()
-    _check_readable(path)
     try:
-        data = load_yaml_mapping(path, "daemon config")
+        data = load_yaml_mapping(path, "config")
     except ParamError as e:
         raise ConfigError(str(ParamError.of(str(path), e.problems) if e.problems else e)) from None
     base = path.resolve().parent

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sourcesep import InputError, ParamError
-from sourcesep.params import PARAM_KEYS, load_yaml_mapping, resolve
+from sourcesep.params import MAX_PARAM_FILE_BYTES, PARAM_KEYS, load_yaml_mapping, resolve
 
 from .config import key_problems
 from .inbox import Claim, display
 
-MAX_SIDECAR_BYTES = 1_000_000  # the core refuses larger parameter files too, but only after reading them
+MAX_SIDECAR_BYTES = MAX_PARAM_FILE_BYTES  # checked from the size first, so the message can give it
 
 
 @dataclass

@@ -248,15 +248,42 @@ def resolve(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[Params, di
     return validate_params(merged, "parameters"), sources
 
 
-def load_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """Read a YAML mapping safely; a YAML error, a non-mapping or an alias bomb is a ParamError."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ParamError(f"{path}: cannot read {what}: {e.__class__.__name__}: {e}") from None
-    if len(text) > 1_000_000:
+MAX_PARAM_FILE_BYTES = 1_000_000
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The file as text; a ParamError in plain words (no exception class or errno) when it cannot
+    be read. Reads at most one byte past the limit, and never opens what is not a regular file (a
+    FIFO would block)."""
+    why = None
+    if not path.exists():
+        why = "no such file"
+    elif path.is_dir():
+        why = "is a folder, not a file"
+    elif not path.is_file():
+        why = "not a regular file"
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_PARAM_FILE_BYTES + 1)
+        except OSError as e:
+            why = (e.strerror or str(e)).lower()
+    if why:
+        raise ParamError(f"{path}: cannot read {what}: {why}")
+    if len(data) > MAX_PARAM_FILE_BYTES:
         raise ParamError(f"{path}: {what} is larger than 1 MB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamError(f"{path}: cannot read {what}: not UTF-8 text (byte {e.object[e.start]:#04x} "
+                         f"at offset {e.start})") from None
+
+
+def load_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping safely; an unreadable file, a YAML error, a non-mapping or an alias
+    bomb is a ParamError."""
+    path = Path(path)
+    text = _read_text(path, what)
     try:
         data = yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as e:

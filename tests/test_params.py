@@ -1,5 +1,7 @@
 """The one parameter schema: defaults, validation messages, layering and safe YAML."""
 
+import os
+
 import pytest
 
 from sourcesep.errors import ParamError
@@ -73,6 +75,23 @@ def test_yaml_errors_name_the_file(tmp_path):
     with pytest.raises(ParamError, match="must be a mapping"):
         load_yaml_mapping(lst)
     assert load_yaml_mapping(_write(tmp_path / "empty.yaml", "")) == {}
+
+
+def test_unreadable_parameter_files_are_named_in_plain_words(tmp_path):
+    latin1, big, fifo = tmp_path / "latin1.yaml", tmp_path / "big.yaml", tmp_path / "pipe.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    big.write_text("# padding\n" * 110_000)
+    os.mkfifo(fifo)  # opening it would block: refused from its type
+    for path, expected in [
+        (tmp_path / "missing.yaml", "cannot read sidecar: no such file"),
+        (tmp_path, "cannot read sidecar: is a folder, not a file"),
+        (fifo, "cannot read sidecar: not a regular file"),
+        (latin1, "cannot read sidecar: not UTF-8 text (byte 0xe9 at offset 9)"),
+        (big, "sidecar is larger than 1 MB"),
+    ]:
+        with pytest.raises(ParamError) as e:
+            load_yaml_mapping(path, "sidecar")
+        assert str(e.value) == f"{path}: {expected}"
 
 
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
