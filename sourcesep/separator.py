@@ -45,6 +45,7 @@ class Context:
     classification: Classification
     ast: Any | None  # AstModel or None
     offset_s: float = 0.0  # where ``mix`` starts in the whole mixture (chunked processing)
+    known_segments: tuple[Segment, ...] = ()  # the segments file's, whole-mixture seconds (oracle)
     detection: Detection | None = None
 
 
@@ -57,6 +58,7 @@ class Plan:
     detector: str
     masker: str
     classification: Classification
+    known_segments: tuple[Segment, ...] = ()  # read once from the segments file (oracle)
 
 
 class Timer:
@@ -153,7 +155,7 @@ def _detect_oracle(ctx: Context) -> Detection:
     dur = len(ctx.mix) / audio.SAMPLE_RATE
     segs = [
         Segment(max(0.0, s.start - ctx.offset_s), min(dur, s.end - ctx.offset_s), s.score)
-        for s in detect.segments_from_file(ctx.params.segments)
+        for s in ctx.known_segments
         if s.end > ctx.offset_s and s.start < ctx.offset_s + dur
     ]
     return detect.detect_oracle(segs, dur, ctx.frame_times)
@@ -494,8 +496,9 @@ class Separator:
         }
         if gt_x is not None:
             gt_x = _match_gt_length(gt_x, len(mix_x), gt_info.path or "gt")
+        known: tuple[Segment, ...] = ()
         if detector_name == "oracle":
-            _check_segments_fit(params.segments, len(mix_x) / audio.SAMPLE_RATE)
+            known = _read_known_segments(params.segments, len(mix_x) / audio.SAMPLE_RATE)
 
         with timer("classify"):
             if self.ast is not None:
@@ -503,7 +506,7 @@ class Separator:
             else:
                 classification = Classification(available=False)
 
-        plan = Plan(params, sources, detector_name, masker_name, classification)
+        plan = Plan(params, sources, detector_name, masker_name, classification, known)
         if len(mix_x) > params.chunk_sec * audio.SAMPLE_RATE:
             detection, mres, target = self._separate_chunked(mix_x, query_x, plan, timer)
         else:
@@ -555,7 +558,8 @@ class Separator:
             Q = features.stft(torch.as_tensor(query_x, device=dev), params.nfft, params.hop)
             frame_times = features.frame_times(X.shape[-1], params.hop, audio.SAMPLE_RATE)
 
-        ctx = Context(mix_x, query_x, X, Q, frame_times, params, plan.sources, dev, plan.classification, self.ast, offset_s)
+        ctx = Context(mix_x, query_x, X, Q, frame_times, params, plan.sources, dev, plan.classification, self.ast,
+                      offset_s, plan.known_segments)
         with timer("detect"):
             ctx.detection = DETECTORS[plan.detector](ctx)
 
@@ -654,16 +658,19 @@ class Separator:
         }
 
 
-def _check_segments_fit(path: str, duration_s: float) -> None:
-    """Refuse a segments file with a segment that starts after the mixture ends: it was written
-    for another recording (or in other units), and dropping it would quietly change the target."""
-    late = [s for s in detect.segments_from_file(path) if s.start >= duration_s]
+def _read_known_segments(path: str, duration_s: float) -> tuple[Segment, ...]:
+    """The segments file's segments, sorted. A segment that starts after the mixture ends is
+    refused: the file was written for another recording (or in other units), and dropping it would
+    quietly change the target."""
+    segments = tuple(detect.segments_from_file(path))
+    late = [s for s in segments if s.start >= duration_s]
     if late:
         raise InputError(
             path,
             f"segment {late[0].start:g}-{late[0].end:g} s starts after the end of the mixture "
             f"({duration_s:.3f} s)" + (f", and {len(late) - 1} more" if len(late) > 1 else ""),
         )
+    return segments
 
 
 GT_LENGTH_TOLERANCE_S = 0.01  # resampling a same-length file from another rate can add a sample or two
