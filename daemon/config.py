@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sourcesep import ParamError, RuntimeOptions
-from sourcesep.params import PARAM_KEYS, RUNTIME_KEYS, load_yaml_mapping, resolve
+from sourcesep.params import PARAM_KEYS, RUNTIME_KEYS, check_weights_free, load_yaml_mapping, resolve
 
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -254,7 +254,9 @@ class DaemonConfig(RuntimeOptions):
         if bad:
             raise ValueError("; ".join(f"params.{k}: {why}" for k, why in bad))
         try:
-            resolve([("params", self.params)])
+            params, sources = resolve([("params", self.params)])
+            if self.model.strip().lower() == "none":  # refused at start, not job by job
+                check_weights_free(params, sources)
         except ParamError as e:
             pairs = e.problems or [(None, str(e))]
             raise ValueError("; ".join(f"params.{k}: {why}" if k else f"params: {why}" for k, why in pairs)) from None

@@ -484,7 +484,7 @@ class Service(Intake, Outcomes, Status):
         name = self.config_path.name if self.config_path else "config"
         try:
             v = validate.validate(claim, params=self.cfg.params, config_name=name, probe=self._probe)
-            validate.check_model_fit(v, self.sep.resolve_params, self.cfg.model)
+            validate.check_model_fit(v, self.cfg.model)
         except (InputError, ParamError) as e:
             self._fail(job, self._error(INPUT, e.__class__.__name__, self._public_message(str(e), claim), "validate"))
             return False

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from sourcesep import InputError, ParamError
-from sourcesep.params import MAX_PARAM_FILE_BYTES, PARAM_KEYS, load_yaml_mapping, resolve
+from sourcesep.params import MAX_PARAM_FILE_BYTES, PARAM_KEYS, check_weights_free, load_yaml_mapping, resolve, validate_params
 
 from .config import key_problems
 from .inbox import Claim, display
@@ -172,25 +171,9 @@ def validate(claim: Claim, *, params: dict[str, Any], config_name: str, probe: C
     )
 
 
-_SOURCE = re.compile(r"(daemon config|sidecar):(.+?)(?: \(preset (.+)\))?")
-
-
-def check_model_fit(inputs: JobInputs, resolve_params: Callable[[dict[str, Any]], Any], model: str) -> None:
-    """Refuse, before the job runs, parameters this daemon's model cannot run, naming the file and
-    key that asked for them (``job.yaml: preset: 'seed' needs an AST model …``).
-
-    ``resolve_params`` (the daemon's ``Separator.resolve_params``) decides; its one
-    model-dependent refusal is an AST detector ('ast', 'fused') without an AST (``model: none``).
-    """
-    try:
-        resolve_params(inputs.overrides)
-    except ParamError as e:
-        m = _SOURCE.fullmatch(inputs.param_sources.get("detector", "default"))
-        if m is None or model.strip().lower() != "none":
-            raise ParamError(f"{e}; this daemon runs with model: {model}") from None
-        where, key = m[2], "params." if m[1] == "daemon config" else ""
-        detector = inputs.overrides.get("detector")
-        what = f"{key}preset: '{m[3]}' needs an AST model (it sets detector: {detector})" if m[3] else \
-            f"{key}detector: '{detector}' needs an AST model"
-        raise ParamError(f"{where}: {what}; this daemon runs with model: {model} (use detector: query, "
-                         "or detector: oracle with a segments file)") from None
+def check_model_fit(inputs: JobInputs, model: str) -> None:
+    """Refuse, before the job runs, a sidecar that needs an AST when this daemon runs with
+    ``model: none``, naming the file and key that asked for it (``job.yaml: preset: 'seed' needs
+    an AST model (it sets detector: ast); …``). The daemon config's own params were checked at start."""
+    if model.strip().lower() == "none":
+        check_weights_free(validate_params(inputs.overrides), inputs.param_sources)

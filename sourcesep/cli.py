@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from pydantic.fields import FieldInfo
 
-from .errors import SourcesepError
+from .errors import ParamError, SourcesepError
 from .params import PRESETS, Params, RuntimeOptions, load_yaml_mapping, split_config
 
 EPILOG = """\
@@ -27,6 +27,8 @@ Parameters are taken, in increasing priority, from the defaults (the original de
 unreadable files, a silent or too-short query, a model that cannot be loaded) exit non-zero with
 one line on stderr: 2 = bad input or parameter, 3 = model, 1 = anything else.
 """
+
+CLI_SOURCE = "cli"  # the layer the command line's flags are, in event.json's param_sources
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -138,7 +140,7 @@ def _run_separate(args: argparse.Namespace) -> int:
     check_out_dir(args.out_dir)  # before the work, not after it
     source = f"config:{args.config}" if args.config else "separator"
     sep = Separator(**runtime, params_source=source, **config_params)
-    result = sep.separate(args.mix_wav, args.query_wav, gt=args.gt_wav, source="cli", **cli_params)
+    result = sep.separate(args.mix_wav, args.query_wav, gt=args.gt_wav, source=CLI_SOURCE, **cli_params)
     files = result.write(args.out_dir)
     _summary(result, files)
     return 0
@@ -187,6 +189,14 @@ def _params_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _flag_words(e: SourcesepError) -> str:
+    """A problem with the command line's own options names the flag (``--opt_steps: must be …``)
+    instead of the layer (``cli: opt_steps: …``)."""
+    if isinstance(e, ParamError) and e.where == CLI_SOURCE and e.problems:
+        return "; ".join(f"--{key}: {why}" if key else why for key, why in e.problems)
+    return str(e)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Library chatter (download retries, deprecation notes) would bury the one-line error; the
     # libraries read these when first imported, which happens later, when the model loads.
@@ -212,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(_params_markdown() if args.format == "markdown" else _params_yaml())
             return 0
     except SourcesepError as e:
-        sys.stderr.write(f"sourcesep: error: {e}\n")
+        sys.stderr.write(f"sourcesep: error: {_flag_words(e)}\n")
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("sourcesep: interrupted\n")

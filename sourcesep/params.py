@@ -11,6 +11,7 @@ Defaults are the original design's "balanced" preset. Two groups:
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
@@ -162,6 +163,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {},
 }
 
+# Detectors that need a trained AST; with model none only the others run.
+NEEDS_AST = frozenset({"ast", "fused"})
+
 PARAM_KEYS = frozenset(Params.model_fields)
 RUNTIME_KEYS = frozenset(RuntimeOptions.model_fields)
 
@@ -202,6 +206,29 @@ def layer_name(source: str) -> str:
     return rest if sep and kind in ("config", "sidecar", "daemon config") else source
 
 
+def _preset_source(source: str, preset: str) -> str:
+    return f"{source} (preset {preset})"
+
+
+def source_layer(source: str) -> tuple[str, str | None]:
+    """Split a :func:`resolve` source into (layer, preset): ``"sidecar:a.yaml (preset seed)"`` →
+    ``("sidecar:a.yaml", "seed")``, ``"cli"`` → ``("cli", None)``."""
+    m = re.fullmatch(r"(.*) \(preset (\w+)\)", source)
+    return (m[1], m[2]) if m else (source, None)
+
+
+def check_weights_free(params: Params, sources: Mapping[str, str]) -> None:
+    """Raise :class:`ParamError` when ``params`` need a trained AST (detector ast or fused), naming
+    the layer and the key that asked for it: the preset when a preset set the detector."""
+    if params.detector not in NEEDS_AST:
+        return
+    layer, preset = source_layer(sources.get("detector", "default"))
+    key, what = ("preset", f"'{preset}' needs an AST model (it sets detector: {params.detector})") if preset \
+        else ("detector", f"'{params.detector}' needs an AST model")
+    raise ParamError.of(layer_name(layer), [(key, f"{what}; without one (model none) use the query detector, "
+                                                  "or oracle with a segments file")])
+
+
 def validate_params(values: Mapping[str, Any], source: str = "parameters") -> Params:
     """Build :class:`Params` from a mapping, raising :class:`ParamError` naming bad keys."""
     try:
@@ -233,7 +260,7 @@ def resolve(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[Params, di
             if preset not in PRESETS:
                 raise ParamError.of(layer_name(source), [("preset", f"must be one of {sorted(PRESETS)} (got {preset!r})")])
             for k, v in PRESETS[preset].items():
-                merged[k], sources[k] = v, f"{source} (preset {preset})"
+                merged[k], sources[k] = v, _preset_source(source, preset)
         # Validate each layer on its own so an error names the file it came from.
         unknown = sorted(set(values) - PARAM_KEYS)
         if unknown:

@@ -21,13 +21,10 @@ import torch
 
 from . import audio, detect, features, metrics, reconstruct
 from .errors import InputError, ParamError
-from .params import DEFAULT_MODEL, Params, layer_name, resolve, validate_runtime
+from .params import DEFAULT_MODEL, Params, check_weights_free, resolve, validate_runtime
 from .types import Classification, Detection, MaskResult, Segment
 
 AudioSource = str | Path | np.ndarray
-
-# Detectors that need a trained AST, and the best weights-free ones used without it.
-_NEEDS_AST = {"ast", "fused"}
 
 
 @dataclass
@@ -428,13 +425,8 @@ class Separator:
         """Validate ``overrides`` on top of this separator's defaults (raises ParamError)."""
         layers = self._layers + ([(source, dict(overrides))] if overrides else [])
         params, sources = resolve(layers)
-        # Without an AST only weights-free detectors can run.
-        if self.ast is None and params.detector in _NEEDS_AST:
-            raise ParamError.of(layer_name(sources["detector"]), [(
-                "detector",
-                f"'{params.detector}' needs an AST model; without one (model none) use the query "
-                "detector, or oracle with a segments file",
-            )])
+        if self.ast is None:  # only weights-free detectors can run
+            check_weights_free(params, sources)
         return params, sources
 
     def _choose(self, params: Params) -> tuple[str, str]:

@@ -59,6 +59,8 @@ def test_errors_are_one_line_without_traceback(pair_files, tmp_path):
     x, sr = sf.read(pair_files / "gt.wav", dtype="float32")
     short_gt = tmp_path / "short-gt.wav"
     sf.write(short_gt, x[: sr // 2], sr)
+    seed_config = tmp_path / "seed.yaml"
+    seed_config.write_text("preset: seed\n")
     cases = [
         (["--mix_wav", cut, "--query_wav", pair_files / "query.wav"], 2, "cut.wav: is truncated"),
         (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--gt_wav", short_gt], 2,
@@ -67,7 +69,13 @@ def test_errors_are_one_line_without_traceback(pair_files, tmp_path):
          "a-file: exists and is not a folder"),
         (["--mix_wav", tmp_path / "missing.wav", "--query_wav", pair_files / "query.wav"], 2, "missing.wav"),
         (["--mix_wav", bad, "--query_wav", pair_files / "query.wav"], 2, "bad.wav"),
-        (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--mask_floor", "3"], 2, "mask_floor"),
+        # a flag's problem names the flag; a config file's names the file and key
+        (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--mask_floor", "3"], 2,
+         "sourcesep: error: --mask_floor: must be ≥ 0.0 and < 1.0 (got 3.0)"),
+        (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--preset", "seed"], 2,
+         "sourcesep: error: --preset: 'seed' needs an AST model (it sets detector: ast); without one (model none)"),
+        (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--config", seed_config], 2,
+         f"sourcesep: error: {seed_config}: preset: 'seed' needs an AST model (it sets detector: ast)"),
         (["--mix_wav", pair_files / "mix.wav", "--query_wav", pair_files / "query.wav", "--model", tmp_path / "nomodel"], 3, "--model none"),
     ]
     for args, code, needle in cases:

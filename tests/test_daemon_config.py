@@ -84,6 +84,11 @@ def test_missing_folder_key_and_yaml_bomb(tmp_path):
         ("params: {model: x}\n", "params.model: a runtime option: set it at the top level of the config, not under params"),
         ("params: {preset: nope}\n", "params.preset: must be one of ['balanced', 'seed'] (got 'nope')"),
         ("params: {hop: 1024, nfft: 512}\n", "params: hop (1024) must not exceed nfft (512)"),
+        # refused at start, not job by job: model none cannot run what needs an AST
+        ("model: none\nparams: {preset: seed}\n", "params.preset: 'seed' needs an AST model (it sets detector: ast); "
+         "without one (model none) use the query detector, or oracle with a segments file"),
+        ("model: none\nparams: {detector: fused}\n", "params.detector: 'fused' needs an AST model; "
+         "without one (model none) use the query detector, or oracle with a segments file"),
     ],
 )
 def test_messages_are_file_key_problem(tmp_path, extra, message):

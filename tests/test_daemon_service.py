@@ -143,7 +143,7 @@ def test_records_name_files_in_the_result_and_errors_lead_with_the_sidecar(tmp_p
     assert str(tmp_path / "work") not in (folder / "event.json").read_text()
 
     err = failures(tmp_path / "failed")["seedjob"]
-    expect = "seedjob.yaml: preset: 'seed' needs an AST model (it sets detector: ast); this daemon runs with model: none"
+    expect = "seedjob.yaml: preset: 'seed' needs an AST model (it sets detector: ast); without one (model none)"
     assert err["message"].startswith(expect) and err["stage"] == "validate" and err["retryable"] is False
     events = [json.loads(line) for line in p.stdout.splitlines()]
     failed = next(e for e in events if e["event"] == "job failed")

@@ -79,27 +79,21 @@ def test_sidecar_messages_are_file_key_problem(dirs, sidecar, message):
 
 
 def test_sidecar_preset_that_needs_an_ast_names_the_file_and_key(dirs):
-    from sourcesep import Separator
-
-    sep = Separator(model="none", device="cpu", threads=1)
     box, work = dirs
+    advice = "; without one (model none) use the query detector, or oracle with a segments file"
     cases = {
-        "preset": ("preset: seed\n", "p.yaml: preset: 'seed' needs an AST model (it sets detector: ast); "
-                   "this daemon runs with model: none (use detector: query, or detector: oracle with a segments file)"),
-        "direct": ("detector: fused\n", "p.yaml: detector: 'fused' needs an AST model; this daemon runs with model: none"),
+        "preset": ("preset: seed\n", "p.yaml: preset: 'seed' needs an AST model (it sets detector: ast)" + advice),
+        "direct": ("detector: fused\n", "p.yaml: detector: 'fused' needs an AST model" + advice),
     }
     for name, (sidecar, message) in cases.items():
         drop_flat(box, "p", sidecar=sidecar)
         v = _validate(_claim(box, work, "flat", "p"))
         with pytest.raises(ParamError) as e:
-            check_model_fit(v, sep.resolve_params, "none")
-        assert str(e.value).startswith(message)
-    drop_flat(box, "cfg")
-    v = _validate(_claim(box, work, "flat", "cfg"), params={"preset": "seed"})
-    with pytest.raises(ParamError, match=r"^d\.yaml: params\.preset: 'seed' needs an AST model"):
-        check_model_fit(v, sep.resolve_params, "none")
+            check_model_fit(v, "none")
+        assert str(e.value) == message
+        check_model_fit(v, "some/ast-model")  # an AST runs it
     drop_flat(box, "ok", sidecar="detector: query\n")
-    check_model_fit(_validate(_claim(box, work, "flat", "ok")), sep.resolve_params, "none")
+    check_model_fit(_validate(_claim(box, work, "flat", "ok")), "none")
 
 
 def test_segments_must_stay_inside_the_job_folder(dirs, tmp_path):
