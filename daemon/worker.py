@@ -102,6 +102,7 @@ def _summary(result: Any, files: dict[str, Path]) -> dict[str, Any]:
         "metrics": ev.get("metrics"),
         "detector": (ev.get("detection") or {}).get("detector"),
         "masker": (ev.get("masker") or {}).get("name"),
+        "notes": ev.get("notes") or [],
         "files": {k: Path(v).name for k, v in files.items()},
     }
 
@@ -130,7 +131,12 @@ def run_attempt(sep: Any, spec: JobSpec) -> Outcome:
         )
         for role, rel in spec.input_paths.items():
             if isinstance(result.inputs.get(role), dict):
+                work_path = result.inputs[role].get("path")
                 result.inputs[role] = {**result.inputs[role], "path": rel}
+                if work_path:  # notes name the files as the result folder does
+                    result.notes = [n.replace(work_path, rel) for n in result.notes]
+        if result.notes:
+            log.info("separation notes", notes=result.notes)
         if spec.param_paths:
             result.params = result.params.model_copy(update=spec.param_paths)
         stage = "write"

@@ -160,6 +160,7 @@ def _summary(result: Any, files: dict[str, Path]) -> None:
         lines.append(f"SI-SDR {m['si_sdr']:.2f} dB (improvement {m['si_sdri']:+.2f} dB, {m['quality']})")
     elif result.metrics and result.metrics.get("leakage_db") is not None:
         lines.append(f"leakage {result.metrics['leakage_db']:.2f} dB re the mixture (the ground truth is silent)")
+    lines.extend(f"note: {n}" for n in result.notes)
     lines.append(f"time: {sum(result.timings.values()):.2f} s")
     out = Path(files["event"]).parent
     lines.append(f"wrote {len(files)} files to {out}/: " + ", ".join(p.name for p in files.values()))

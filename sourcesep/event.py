@@ -19,7 +19,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .separator import Result
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).with_name("event.schema.json")
 _EXT = {"PCM_16": ".wav", "FLOAT": ".wav", "FLAC": ".flac"}
 
@@ -93,6 +93,8 @@ def build_event(result: "Result", extra: dict[str, Any] | None = None, files: di
         "segments": [s.to_dict() for s in d.segments],
         "params": result.params.model_dump(),
         "param_sources": result.param_sources,
+        "unused_params": result.unused_params,
+        "notes": result.notes,
         "masker": {
             "name": result.masker,
             "loss_history": [_r(v, 6) for v in result.mask_result.loss_history],

@@ -22,6 +22,7 @@ import torch
 from . import audio, detect, features, metrics, reconstruct
 from .errors import InputError, ParamError
 from .params import DEFAULT_MODEL, Params, check_weights_free, resolve, validate_runtime
+from .reads import describe_unused, unused_params
 from .types import Classification, Detection, MaskResult, Segment
 
 AudioSource = str | Path | np.ndarray
@@ -276,6 +277,9 @@ class Result:
     query_trim: dict[str, Any]
     versions: dict[str, Any]
     masker: str
+    # parameters set but not read by this pipeline (key → why), and what the caller should know
+    unused_params: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -512,6 +516,11 @@ class Separator:
             with timer("evaluate"):
                 result_metrics = metrics.evaluate(target, gt_x, mix_x)
 
+        unused = unused_params(params, sources, detector_name, masker_name, self.ast is not None)
+        notes = describe_unused(unused)
+        if len(mix_x) < len(full_query):  # most often the two files were given the wrong way round
+            notes.append(f"the mixture ({len(mix_x) / audio.SAMPLE_RATE:.2f} s) is shorter than the query "
+                         f"({len(full_query) / audio.SAMPLE_RATE:.2f} s): are {mix_name} and {query_name} swapped?")
         inputs = {"mix": mix_info.to_dict(), "query": query_info.to_dict(), "gt": gt_info.to_dict() if gt_info else None}
         return Result(
             target=target,
@@ -529,6 +538,8 @@ class Separator:
             query_trim=query_trim,
             versions=self.versions(),
             masker=masker_name,
+            unused_params=unused,
+            notes=notes,
         )
 
     def _separate_array(

@@ -131,6 +131,7 @@ def test_records_name_files_in_the_result_and_errors_lead_with_the_sidecar(tmp_p
     box = tmp_path / "inbox"
     drop_folder(box, "seg job", params="segments: segs.txt\n", gt=False, extra={"segs.txt": "0.5 2.5\n"})
     drop_flat(box, "seedjob", sidecar="preset: seed\n")
+    drop_flat(box, "swapped", seconds=1.0, sidecar="opt_steps: 30\n")  # a 1 s mixture, a longer query
     p = run_cli("once", "--config", str(cfg), timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
@@ -142,14 +143,23 @@ def test_records_name_files_in_the_result_and_errors_lead_with_the_sidecar(tmp_p
     assert json.loads(row["overrides"]) == {"segments": "inputs/segs.txt"}
     assert str(tmp_path / "work") not in (folder / "event.json").read_text()
 
+    # what the user should know about a job that ran: in event.json and the job's log
+    ev = results(tmp_path / "outbox")["swapped"]
+    assert ev["unused_params"] == {"opt_steps": "not used by the nmf masker"}
+    assert ev["notes"][0] == "opt_steps: not used by the nmf masker"
+    assert ev["notes"][1].startswith("the mixture (1.00 s) is shorter than the query")
+    assert ev["notes"][1].endswith(f"are {ev['inputs']['mix']['path']} and {ev['inputs']['query']['path']} swapped?")
+    log = (tmp_path / "outbox" / "swapped" / "job.log.jsonl").read_text()
+    assert '"event":"separation notes"' in log and str(tmp_path / "work") not in log
+
     err = failures(tmp_path / "failed")["seedjob"]
     expect = "seedjob.yaml: preset: 'seed' needs an AST model (it sets detector: ast); without one (model none)"
     assert err["message"].startswith(expect) and err["stage"] == "validate" and err["retryable"] is False
     events = [json.loads(line) for line in p.stdout.splitlines()]
     failed = next(e for e in events if e["event"] == "job failed")
     assert failed["job"] == "seedjob" and failed["error"].startswith(expect)
-    committing = next(e for e in events if e["event"] == "job outputs complete; committing")
-    assert committing["job"] == "seg job" and committing["job_id"] == ev["job"]["id"]
+    committing = {e["job"]: e for e in events if e["event"] == "job outputs complete; committing"}
+    assert committing["seg job"]["job_id"] == results(tmp_path / "outbox")["seg job"]["job"]["id"]
 
 
 def _closed_window() -> str:
