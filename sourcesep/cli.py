@@ -175,7 +175,9 @@ def _params_yaml() -> str:
 
 
 def _params_markdown() -> str:
-    rows = ["| option | default | what it does |", "| --- | --- | --- |"]
+    from .reads import read_by
+
+    rows = ["| option | default | read by | what it does |", "| --- | --- | --- | --- |"]
     for model in (RuntimeOptions, Params):
         for name, f in model.model_fields.items():
             typ, _ = _unwrap(f.annotation)
@@ -186,7 +188,8 @@ def _params_markdown() -> str:
                 flag = f"`--{name}` / `--no-{name}`"
             else:
                 flag = f"`--{name}`"
-            rows.append(f"| {flag} | `{f.default}` | {f.description} |")
+            used = "the model (fixed per Separator)" if model is RuntimeOptions else read_by(name)
+            rows.append(f"| {flag} | `{f.default}` | {used} | {f.description} |")
     return "\n".join(rows) + "\n"
 
 

@@ -80,6 +80,17 @@ def unused_params(params: Params, sources: Mapping[str, str], detector: str, mas
     return out
 
 
+def read_by(key: str) -> str:
+    """Which components read the parameter ``key``, in words ("seed, wiener maskers"), or
+    "every run" for one every pipeline reads."""
+    parts = []
+    for table, what in ((DETECTOR_READS, "detector"), (MASKER_READS, "masker")):
+        names = [name for name, keys in table.items() if key in keys]
+        if names:
+            parts.append(f"{', '.join(names)} {what}{'s' if len(names) > 1 else ''}")
+    return "; ".join(parts) or "every run"
+
+
 def describe_unused(unused: Mapping[str, str]) -> list[str]:
     """One line per reason: ``"opt_steps, lr: not used by the nmf masker"``."""
     by_reason: dict[str, list[str]] = {}

@@ -13,6 +13,12 @@ def test_every_option_is_documented():
         assert f"`--{name}" in README, name
 
 
+def test_options_table_is_the_one_the_cli_prints():
+    from sourcesep.cli import _params_markdown
+
+    assert _params_markdown() in README
+
+
 def test_readme_opens_with_install_run_and_test_commands():
     head = README[:1500]
     assert "pip install torch==2.13.0 && pip install -e '.[dev]'" in head

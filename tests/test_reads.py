@@ -97,3 +97,12 @@ def test_a_mixture_shorter_than_the_query_suggests_a_swap(sep, pair_files):
     r = sep.separate(pair_files / "query.wav", pair_files / "mix.wav")
     assert len(r.notes) == 1 and r.notes[0].startswith("the mixture (")
     assert r.notes[0].endswith(f"are {pair_files / 'query.wav'} and {pair_files / 'mix.wav'} swapped?")
+
+
+def test_read_by_names_the_components():
+    from sourcesep.reads import read_by
+
+    assert read_by("opt_steps") == "seed, wiener maskers"
+    assert read_by("min_dur_ms") == "ast, query, fused detectors"
+    assert read_by("segments") == "oracle detector"
+    assert read_by("nfft") == "every run"
