@@ -1,6 +1,7 @@
 """The nightly summary ``outbox/_reports/YYYY-MM-DD.html``: one self-contained page (thumbnails
 embedded as data URIs, so the report survives retention cleanup of the result folders) listing
-the night's jobs with class, segments, timings and a thumbnail of the comparison plot."""
+the night's jobs with class (or that the target was not found), segments, timings, the
+separation's notes and a thumbnail of the comparison plot."""
 
 from __future__ import annotations
 
@@ -66,7 +67,10 @@ def _row(job: dict[str, Any], thumbs_left: list[int]) -> str:
     if job["state"] == FAILED:
         err = job.get("error") or {}
         thumb = f'<div class="err">{e(str(err.get("stage", "")))}: {e(str(err.get("message", "")))}</div>'
-    name = f'{e(job["name"])}<br><small>{e(job["id"])} · attempt {job.get("attempt", 0)}</small>'
+    if job["state"] == DONE and summary.get("target_found") is False:
+        cls = f"{cls} · target not found"
+    notes = "".join(f'<br><small class="note">note: {e(str(n))}</small>' for n in summary.get("notes") or [])
+    name = f'{e(job["name"])}<br><small>{e(job["id"])} · attempt {job.get("attempt", 0)}</small>{notes}'
     return (
         f'<tr class="{e(job["state"])}"><td>{_fmt_time(job.get("finished_at"))}</td><td>{name}</td>'
         f'<td>{e(job["state"])}</td><td>{e(str(cls))}</td><td>{e(seg_txt)}</td>'
@@ -85,6 +89,9 @@ def render(jobs: list[dict[str, Any]], day: dt.date, start: float, end: float) -
         f"<span><b>{len(done)}</b> done</span>",
         f"<span><b>{len(failed)}</b> failed</span>",
     ]
+    not_found = sum(1 for j in done if (j.get("summary") or {}).get("target_found") is False)
+    if not_found:
+        summary.append(f"<span><b>{not_found}</b> with the target not found</span>")
     if runs:
         summary.append(f"<span>mean run <b>{sum(runs) / len(runs):.2f} s</b></span>")
     thumbs_left = [MAX_THUMBNAILS]

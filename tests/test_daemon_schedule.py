@@ -57,6 +57,9 @@ def test_nightly_report_lists_jobs_with_thumbnails(tmp_path):
     led.transition("j1", DONE, finished_at=now, result_dir=str(res), run_s=1.25, queue_wait_s=3.0, summary={
         "class_name": "Dog", "segments": [{"start": 2.0, "end": 4.0}], "timings": {"detect": 0.5},
         "files": {"comparison_plot": "Dog_comparison.png"}})
+    led.add("j3", name="quiet job", kind="flat", owner="h:1")
+    led.transition("j3", DONE, finished_at=now, result_dir=str(outbox / "quiet job"), run_s=1.0, summary={
+        "class_name": None, "target_found": False, "segments": [], "notes": ["opt_steps: not used by the nmf masker"]})
     led.add("j2", name="<b>bad</b>", kind="flat", owner="h:1")
     led.transition("j2", FAILED, finished_at=now, error={"stage": "validate", "message": "x.mix.wav: empty file"})
     day = dt.date.today()
@@ -65,7 +68,9 @@ def test_nightly_report_lists_jobs_with_thumbnails(tmp_path):
     page = path.read_text()
     assert "Dog" in page and "2.0–4.0" in page and "data:image/png;base64," in page
     assert "&lt;b&gt;bad&lt;/b&gt;" in page and "<b>bad</b>" not in page  # escaped
-    assert "x.mix.wav: empty file" in page and "<b>2</b> jobs" in page
+    assert "x.mix.wav: empty file" in page and "<b>3</b> jobs" in page
+    assert "— · target not found" in page and "<b>1</b> with the target not found" in page
+    assert "note: opt_steps: not used by the nmf masker" in page
 
 
 def test_sd_notify_path_and_abstract_sockets(tmp_path):
