@@ -105,3 +105,27 @@ def test_variant_specs_parse_or_fail_with_the_known_names(experiments):
         experiments.parse_variant("nope")
     with pytest.raises(SystemExit, match="not key=value"):
         experiments.parse_variant("eq-gt:bands")
+
+
+def test_pitch_tracker_follows_a_harmonic_tone_and_calls_noise_unvoiced(experiments):
+    from sourcesep import features
+
+    tone = torch.from_numpy(harmonic_tone(1.0, f0=220.0))
+    f0, voicing = experiments._pitch_track(features.magnitude(features.stft(tone, 2048, 256)).numpy(), 2048)
+    mid = slice(8, -8)  # away from the fades
+    # the tone's vibrato is ±1 % around 220 Hz
+    assert np.all(np.abs(f0[mid] / 220.0 - 1) < 0.02) and np.all(voicing[mid] > 0.5)
+    bed = torch.from_numpy(noise(1.0, seed=2))
+    _, v_noise = experiments._pitch_track(features.magnitude(features.stft(bed, 2048, 256)).numpy(), 2048)
+    assert np.median(v_noise) < 0.3
+
+
+def test_waveform_variants_are_scored_as_estimates(experiments, split):
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    _, shipped = experiments.run_case((case, "shipped", False))
+    _, same = experiments.run_case((case, "misi:iters=0", False))  # no iteration: the shipped estimate
+    assert same == pytest.approx(shipped, abs=1e-3)
+    _, misi = experiments.run_case((case, "misi:iters=3", False))
+    _, comb = experiments.run_case((case, "pitch-comb:mode=max,boost=0.5", False))
+    assert np.isfinite(misi) and np.isfinite(comb) and misi > 0 and comb > 0
