@@ -1,7 +1,7 @@
 """The public API: a :class:`Separator` owns the loaded model and runs the pipeline.
 
     sep = Separator(model="MIT/ast-finetuned-audioset-10-10-0.4593")   # loads the AST once
-    result = sep.separate("mix.wav", "query.wav", gt="gt.wav", opt_steps=30)
+    result = sep.separate("mix.wav", "query.wav", gt="gt.wav", min_dur_ms=300)
     result.write("out/")
 
 Stages (each a pure function in its own module) are chosen by name from two small registries,
