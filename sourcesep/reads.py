@@ -71,12 +71,12 @@ def unused_params(params: Params, sources: Mapping[str, str], detector: str, mas
             out[key] = f"not used by the {masker} masker"
         elif switch and not getattr(params, switch):
             out[key] = f"only used with {switch}: true"
-        elif switch and _cannot_apply(switch, detector, has_ast):
-            out[key] = f"only used with {switch}, which {_cannot_apply(switch, detector, has_ast)}"
+        elif switch and (why := _cannot_apply(switch, detector, has_ast)):
+            out[key] = f"only used with {switch}, which {why}"
         elif key == "cls_percentile" and params.cls_threshold is not None:
             out[key] = "not used when cls_threshold is set"
-        elif key in _SWITCHES and _cannot_apply(key, detector, has_ast):
-            out[key] = _cannot_apply(key, detector, has_ast)
+        elif key in _SWITCHES and (why := _cannot_apply(key, detector, has_ast)):
+            out[key] = why
     return out
 
 
