@@ -760,6 +760,155 @@ def misi(ctx: dict, iters: int = 5, output: str = "stft"):
     return y[0].numpy().astype(np.float64)
 
 
+def _random_envelopes(n: int, w, eq_db: float, gen):
+    """(n, F) random smooth magnitude gains: per example, one gain per band of w (n_bands, F),
+    the mel-band interpolation weights of :func:`_band_weights` (triangular, columns summing to
+    1), drawn uniformly in ± ``eq_db`` dB and interpolated across the F bins, so the gain varies
+    smoothly over frequency. ``gen`` a torch.Generator; returns float32 linear magnitude factors
+    (1 = unchanged)."""
+    import torch
+
+    db = (torch.rand(n, w.shape[0], generator=gen) * 2 - 1) * eq_db  # (n, bands) dB
+    return torch.pow(10.0, (db @ w) / 20)  # (n, F)
+
+
+def _transpose_mag(S, semitones):
+    """Magnitude spectrogram batch S (n, F, L) transposed by ``semitones`` (n,) each: bin k of
+    the result reads bin k / 2^(s/12) of the input (linear interpolation along frequency, zero
+    above the input's top bin)."""
+    import torch
+
+    n, F, _ = S.shape
+    k = torch.arange(F, dtype=torch.float32)[None, :] / torch.pow(2.0, semitones[:, None] / 12)  # (n, F)
+    lo = k.floor().long().clamp(0, F - 2)
+    frac = (k - lo).clamp(0, 1)[..., None]
+    out = (1 - frac) * torch.gather(S, 1, lo[..., None].expand(-1, -1, S.shape[2])) \
+        + frac * torch.gather(S, 1, (lo + 1)[..., None].expand(-1, -1, S.shape[2]))
+    return out * (k <= F - 1)[..., None]
+
+
+def _random_crops(P, n: int, length: int, gen):
+    """(n, F, length) random time crops of the magnitude pool P (F, Tp) (tiled when Tp < length)."""
+    import torch
+
+    if P.shape[1] < length:
+        P = P.repeat(1, length // P.shape[1] + 1)
+    start = torch.randint(0, P.shape[1] - length + 1, (n,), generator=gen)
+    return torch.stack([P[:, s:s + length] for s in start.tolist()])
+
+
+def ttt_eq(ctx: dict, gamma: float = 0.25, combine: str = "pow", eq_db: float = 6.0, eq_bands: int = 8,
+           shift_st: float = 0.0, snr_lo: float = -10.0, snr_hi: float = 5.0, bg: str = "resid",
+           bg_sharp: float = 4.0, additive: str = "power", loss: str = "sa", feat: str = "mel",
+           n_mels: int = 24, channels: int = 16, kernel: int = 5, steps: int = 120, batch: int = 8,
+           crop: int = 32, lr: float = 0.01, q_loud_db: float = 40.0, q_shifts: bool = True,
+           m2_floor: float = 0.0, bg_eq_db: float = 0.0) -> np.ndarray:
+    """A test-time-trained mask network (round 4's idea) whose training queries get random
+    spectral envelopes, so it cannot learn the query recording's envelope, only its class-like
+    structure; its mask m₂ then refines the shipped mask m_nmf (F, T).
+
+    Training (per pair, ``steps`` Adam steps at learning rate ``lr``, ``batch`` examples of
+    ``crop`` frames of the 512-point / hop-256 STFT, torch seeded with 0): target = a random crop
+    of the query magnitude |Q| (F, Tq) restricted to its frames within ``q_loud_db`` dB of its
+    loudest (digital silence and near-silence dropped; tiled when shorter than ``crop``) or, with
+    ``q_shifts`` and a clearly harmonic query (the shipped rule, :func:`_query_shifts`), with equal
+    probability of one of its copies transposed by the shipped HARMONIC_QUERY_SHIFTS, times a random smooth envelope (:func:`_random_envelopes`:
+    ``eq_bands`` mel-band gains uniform in ± ``eq_db`` dB; 0 turns the augmentation off, the
+    round-4 control) and transposed by a uniform ± ``shift_st`` semitones; background = a random
+    crop of the first pass's residual: ``bg`` "resid" |X|·(1 − m_s) over all frames, m_s the
+    shipped mask sharpened to m^k / (m^k + (1 − m)^k), k = ``bg_sharp`` (k 4 undoes the shipped
+    exponent 0.25, giving about the NMF's magnitude ratio); "inactive" the mixture's frames with
+    activity < 0.5 (fall back to "resid" when fewer than ``crop``); "both" either with
+    probability 1/2; its crops get random envelopes of ± ``bg_eq_db`` dB too (0: none), so that
+    neither side's envelope identifies it. The target is scaled to a target-to-background energy ratio uniform in
+    [``snr_lo``, ``snr_hi``] dB and the two are added as powers (``additive`` "power":
+    |Y| = √(|S|² + |N|²)) or magnitudes ("mag": |Y| = |S| + |N|). Loss ``loss`` "sa": mean
+    squared error of m₂·|Y| against |S|, divided by the batch's mean |S|² (signal
+    approximation); "bce": binary cross-entropy of m₂ against |S|² / (|S|² + |N|²).
+
+    Network: input log(``n_mels``-band mel power + 1e-8), (``feat`` "mel"; "lin": log of the 257
+    bins' power), minus the mixture's own mean of it (a level reference shared by training and
+    inference); two temporal 1-D convolutions of ``kernel`` frames with ``channels`` channels
+    and ReLU, then a per-frame linear layer to 257 bins and a sigmoid: m₂ (F, T) in [0, 1].
+
+    Output (F, T) float32 in [0, 1], with m₂ first raised to at least ``m2_floor`` (bounds what
+    the network can remove): ``combine`` "pow": m_nmf · m₂^``gamma``; "sqrt": √(m_nmf · m₂);
+    "only": m₂ times the detector's activity (T,).
+    """
+    import torch
+
+    from sourcesep import features
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    m_nmf = torch.from_numpy(np.asarray(_shipped_mask(ctx), dtype=np.float32))
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    F = V.shape[0]
+    if float(act.max()) <= 0 or float(Vq.sum()) <= 0:
+        return m_nmf.numpy()
+    q_level = 10 * torch.log10(Vq.double().square().sum(0) + 1e-20)
+    Vq = Vq[:, q_level > q_level.max() - q_loud_db]
+    q_pool = [Vq] + [_transpose_mag(Vq[None], torch.tensor([float(st)]))[0]
+                     for st in (_query_shifts(ctx["Vq"]) if q_shifts else ())]
+    k = bg_sharp
+    ms = m_nmf.pow(k) / (m_nmf.pow(k) + (1 - m_nmf).pow(k) + 1e-12)
+    resid = V * (1 - ms)  # (F, T)
+    inactive = V[:, act < 0.5]
+    pools = {"resid": [resid], "inactive": [inactive if inactive.shape[1] >= crop else resid]}
+    pools["both"] = pools["resid"] + pools["inactive"]
+    pool = pools[bg]
+
+    if feat == "mel":
+        fb = features.mel_filterbank(F, n_mels, SR, 50.0, 8000.0, norm=None)  # (n_mels, F)
+    else:
+        fb = torch.eye(F)
+    ref = torch.log(fb @ V.square() + 1e-8).mean()
+
+    def net_in(mag):  # (n, F, L) magnitude → (n, n_in, L) features
+        return torch.log(torch.einsum("mf,nfl->nml", fb, mag.square()) + 1e-8) - ref
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv1d(fb.shape[0], channels, kernel, padding=kernel // 2), torch.nn.ReLU(),
+        torch.nn.Conv1d(channels, channels, kernel, padding=kernel // 2), torch.nn.ReLU(),
+        torch.nn.Conv1d(channels, F, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    env_w = _band_weights(F, eq_bands).float()  # (eq_bands, F)
+    for _ in range(steps):
+        S = torch.cat([_random_crops(q_pool[i], 1, crop, gen)
+                       for i in torch.randint(0, len(q_pool), (batch,), generator=gen).tolist()])
+        if eq_db > 0:
+            S = S * _random_envelopes(batch, env_w, eq_db, gen)[:, :, None]
+        if shift_st > 0:
+            S = _transpose_mag(S, (torch.rand(batch, generator=gen) * 2 - 1) * shift_st)
+        which = torch.randint(0, len(pool), (batch,), generator=gen).tolist()
+        N = torch.cat([_random_crops(pool[i], 1, crop, gen) for i in which])
+        if bg_eq_db > 0:
+            N = N * _random_envelopes(batch, env_w, bg_eq_db, gen)[:, :, None]
+        snr = snr_lo + torch.rand(batch, generator=gen) * (snr_hi - snr_lo)
+        es, en = S.square().sum((1, 2)), N.square().sum((1, 2))
+        S = S * torch.sqrt(en * torch.pow(10.0, snr / 10) / es.clamp_min(1e-20))[:, None, None]
+        Y = torch.sqrt(S.square() + N.square()) if additive == "power" else S + N
+        logits = net(net_in(Y))
+        if loss == "bce":
+            target = S.square() / (S.square() + N.square()).clamp_min(1e-20)
+            err = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        else:
+            err = (torch.sigmoid(logits) * Y - S).square().mean() / S.square().mean().clamp_min(1e-20)
+        opt.zero_grad()
+        err.backward()
+        opt.step()
+    with torch.no_grad():
+        m2 = torch.sigmoid(net(net_in(V[None])))[0].clamp_min(m2_floor)  # (F, T)
+    if combine == "sqrt":
+        out = torch.sqrt(m_nmf * m2)
+    elif combine == "only":
+        out = m2 * act[None, :]
+    else:
+        out = m_nmf * m2.pow(gamma)
+    return out.clamp(0, 1).numpy().astype(np.float32)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -782,6 +931,7 @@ VARIANTS = {
     "pitch-comb": pitch_comb,
     "pitch-comb-gt": pitch_comb_gt,
     "misi": misi,
+    "ttt-eq": ttt_eq,
 }
 
 

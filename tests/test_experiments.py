@@ -129,3 +129,12 @@ def test_waveform_variants_are_scored_as_estimates(experiments, split):
     _, misi = experiments.run_case((case, "misi:iters=3", False))
     _, comb = experiments.run_case((case, "pitch-comb:mode=max,boost=0.5", False))
     assert np.isfinite(misi) and np.isfinite(comb) and misi > 0 and comb > 0
+
+
+def test_trained_network_variant_is_seeded_and_scores(experiments, split):
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    spec = "ttt-eq:eq_db=12,gamma=0.25,loss=bce,steps=20"
+    _, a = experiments.run_case((case, spec, False))
+    _, b = experiments.run_case((case, spec, False))
+    assert a == b and np.isfinite(a)  # seeded: the same figure twice
