@@ -29,6 +29,10 @@ Sections:
             detected-segment IoU (random weights: this measures numerical agreement only).
   daemon    ``sourcesep-daemon once`` over the dev cases copied into a temporary inbox:
             pairs per hour.
+  busy      one 10 s job repeated in a fresh process: on a quiet machine, beside one busy loop
+            per core, and beside a second job like it; with idle OpenMP threads spinning as GNU
+            OpenMP's default, as sourcesep's commands set it (sourcesep/openmp.py), and sleeping
+            at once: what sharing the cores costs. Run it with --threads 2 and --threads 1.
 
 Nothing here asserts timings; it prints tables (markdown).
 """
@@ -57,11 +61,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from sourcesep.openmp import limit_spin_waits  # noqa: E402
+
+limit_spin_waits()  # as the commands do, before torch starts: timed as the CLI and daemon run
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 DEFAULT_CASES = REPO.parent / "shared/bench/dev"
-SECTIONS = ("machine", "matmul", "stages", "rss", "long", "precision", "daemon")
+SECTIONS = ("machine", "matmul", "stages", "rss", "long", "precision", "daemon", "busy")
 SR = 16000
 
 
@@ -631,6 +639,13 @@ def child_main(args: argparse.Namespace) -> None:
     t1 = time.perf_counter()
     if args.child == "job":
         sep.separate(str(case / "mix.wav"), str(case / "query.wav")).write(Path(args.child_out))
+    elif args.child == "repeat":  # one warm-up, then --runs timed jobs
+        times = []
+        for i in range(args.runs + 1):
+            t = time.perf_counter()
+            sep.separate(str(case / "mix.wav"), str(case / "query.wav")).write(Path(args.child_out))
+            times.append(time.perf_counter() - t)
+        out["runs_s"] = times[1:]
     else:
         mix, _ = audio.load(str(case / "mix.wav"))
         n = int(args.long_minutes * 60 * SR)
@@ -645,13 +660,14 @@ def child_main(args: argparse.Namespace) -> None:
     print("CHILD " + json.dumps(out), flush=True)
 
 
-def run_child(args: argparse.Namespace, kind: str, model_dir: Path, case: Path, out: Path, chunk_sec: float = 60.0) -> dict[str, Any]:
+def run_child(args: argparse.Namespace, kind: str, model_dir: Path | str, case: Path, out: Path, chunk_sec: float = 60.0,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--model-dir", str(model_dir),
            "--child-case", str(case), "--child-out", str(out), "--child-chunk-sec", str(chunk_sec),
            "--threads", str(args.threads), "--device", args.device, "--precision", args.precision,
-           "--long-minutes", str(args.long_minutes)]
+           "--long-minutes", str(args.long_minutes), "--runs", str(args.runs)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     wall = time.perf_counter() - t0
     for line in proc.stdout.splitlines():
         if line.startswith("CHILD "):
@@ -669,7 +685,7 @@ def section_rss(args: argparse.Namespace, res: dict[str, Any], model_dir: Path, 
     res["rss"] = {k: [r[k] for r in runs] for k in keys}
     log(table(["measure", "median", "min", "max"],
               [[k, median([r[k] for r in runs]), min(r[k] for r in runs), max(r[k] for r in runs)] for k in keys]))
-    log("\nimport_s: `import sourcesep` (torch, transformers); load_s: Separator(model=DIR) = AST from "
+    log("\nimport_s: `from sourcesep import Separator` (torch, transformers); load_s: Separator(model=DIR) = AST from "
         "save_pretrained safetensors; job_s: first job in the process (no warm-up: includes one-off "
         "initialisation such as importing matplotlib); process_wall_s: python start to exit. RSS in MiB: "
         "peak_* = VmHWM (high-water mark), rss_* = resident at that moment (the steady state a daemon keeps).")
@@ -688,6 +704,56 @@ def section_long(args: argparse.Namespace, res: dict[str, Any], model_dir: Path,
               [["chunked (chunk_sec 60)", chunked["job_s"], chunked["peak_rss_mb"], chunked.get("found")],
                ["unchunked (chunk_sec 3600)", whole["job_s"], whole["peak_rss_mb"], whole.get("found")]]))
     log(f"\nSI-SDR of the chunked target against the unchunked one: {sisdr:.1f} dB")
+
+
+# How idle OpenMP threads wait: GNU OpenMP's default (spin 300,000 iterations), what the commands
+# set (sourcesep/openmp.py), and sleeping at once.
+WAIT_SETTINGS = {
+    "spin 300,000 (GNU OpenMP default)": {},
+    "spin 10,000 (sourcesep's commands)": {"GOMP_SPINCOUNT": "10000"},
+    "sleep at once (OMP_WAIT_POLICY=PASSIVE)": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+
+
+@contextlib.contextmanager
+def competitors(cmds: list[list[str]], env: dict[str, str] | None = None) -> Iterator[None]:
+    """Run ``cmds`` (each a process that works until killed) while the block runs."""
+    procs = [subprocess.Popen(c, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in cmds]
+    try:
+        time.sleep(3.0 if cmds else 0.0)  # past their start-up
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def section_busy(args: argparse.Namespace, res: dict[str, Any], model_dir: Path, case: Path, scratch: Path) -> None:
+    cores = os.cpu_count() or 1
+    log(f"\n## One 10 s job beside other work ({args.threads} threads, case {case.name}, fresh process per row, "
+        f"{args.runs} timed runs after one warm-up)\n")
+    log(f"load average before: {load_avg()}")
+    rows, out = [], []
+    for model, label in ((str(model_dir), "default (AST + query)"), ("none", "--model none")):
+        twin = [sys.executable, str(Path(__file__).resolve()), "--child", "repeat", "--model-dir", model, "--child-case",
+                str(case), "--child-out", str(scratch / "busy_twin"), "--threads", str(args.threads), "--device",
+                args.device, "--precision", args.precision, "--runs", "100000"]
+        others = {"quiet": [], f"{cores} busy loops": [[sys.executable, "-c", "while True: pass"]] * cores,
+                  "a second job like it": [twin]}
+        for other, cmds in others.items():
+            for policy, setting in WAIT_SETTINGS.items():
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+                env.update(setting)
+                with competitors(cmds, env):  # the second job runs with the same setting
+                    d = run_child(args, "repeat", model, case, scratch / "busy_out", env=env)
+                r = d["runs_s"]
+                rows.append([label, other, policy, median(r), min(r), max(r)])
+                out.append({"model": label, "beside": other, "openmp": policy, "runs_s": r})
+    res["busy"] = {"threads": args.threads, "cores": cores, "rows": out}
+    log(table(["path", "beside", "OpenMP idle threads", "median (s)", "min", "max"], rows))
+    log("\nAn OpenMP thread that runs out of work spins before it sleeps. Two processes that both run "
+        "multi-threaded torch on the same cores spend much of their time in each other's spins; a short "
+        "spin keeps the speed alone and most of it side by side (sourcesep/openmp.py).")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -855,7 +921,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, help="also write all results here")
     ap.add_argument("--quick", action="store_true", help="runs 3, seed runs 1, 2-minute long mix, 6 agreement cases, 12 daemon cases")
     ap.add_argument("--daemon", action="store_true", help="only the daemon section (same as --sections daemon)")
-    ap.add_argument("--child", choices=["job", "long"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["job", "long", "repeat"], help=argparse.SUPPRESS)
     ap.add_argument("--child-case", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     ap.add_argument("--child-chunk-sec", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -891,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
             section_machine(args, res)
         if "matmul" in sections:
             section_matmul(args, res)
-        needs_model = set(sections) & {"stages", "rss", "long", "precision", "daemon"}
+        needs_model = set(sections) & {"stages", "rss", "long", "precision", "daemon", "busy"}
         model_dir = Path(args.model_dir) if args.model_dir else scratch / "ast-base-random"
         if needs_model and not args.model_dir:
             t0 = time.perf_counter()
@@ -911,6 +977,8 @@ def main(argv: list[str] | None = None) -> int:
             prec = resolve_precision(args.precision, torch.device(args.device if args.device != "auto" else "cpu"))
             dcases = cases if args.daemon_cases <= 0 else cases[: args.daemon_cases]
             section_daemon(args, res, model_dir, dcases, scratch, prec)
+        if "busy" in sections:
+            section_busy(args, res, model_dir, case, scratch)
     res["total_s"] = time.perf_counter() - t_all
     res["load_avg_end"] = load_avg()
     log(f"\n(benchmark took {res['total_s']:.0f} s; load average at the end {res['load_avg_end']})")

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from sourcesep.openmp import limit_spin_waits
+
 from .config import ConfigError, load_config
 
 COMMANDS = ("run", "once", "status", "report")
@@ -105,6 +107,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def _run(cfg: Any, args: argparse.Namespace) -> int:
+    limit_spin_waits()  # before torch is imported: see sourcesep/openmp.py
     from .service import Service  # imports torch: keep `status` fast
 
     code = Service(cfg, args.config, once=args.command == "once", allow_root=args.allow_root).run()

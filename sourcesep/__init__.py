@@ -7,10 +7,24 @@
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import InputError, ModelError, ParamError, SourcesepError
 from .params import DEFAULT_MODEL, Params, RuntimeOptions
-from .separator import Result, Separator
 from .types import Classification, Detection, MaskResult, Segment
+
+if TYPE_CHECKING:
+    from .separator import Result, Separator
+
+
+def __getattr__(name: str) -> Any:
+    # Separator (and with it torch) is imported on first use: the commands set OpenMP's spin
+    # limit before torch starts (sourcesep/openmp.py), and `sourcesep params` needs no torch.
+    if name in ("Result", "Separator"):
+        from . import separator
+
+        return getattr(separator, name)
+    raise AttributeError(f"module 'sourcesep' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_MODEL",

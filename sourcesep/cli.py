@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from pydantic.fields import FieldInfo
 
 from .errors import ParamError, SourcesepError
+from .openmp import limit_spin_waits
 from .params import PRESETS, Params, RuntimeOptions, load_yaml_mapping, split_config
 
 EPILOG = """\
@@ -206,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # libraries read these when first imported, which happens later, when the model loads.
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    limit_spin_waits()  # before torch is imported: see sourcesep/openmp.py
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # name the command whose options these are not

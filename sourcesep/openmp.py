@@ -1,0 +1,31 @@
+"""How long idle OpenMP threads spin, for the commands (``sourcesep``, ``sourcesep-daemon``).
+
+torch's CPU kernels run on an OpenMP thread team. With GNU OpenMP's defaults a thread that runs
+out of work spins for 300,000 iterations before it sleeps. Alone on a machine that saves a
+wake-up; when several multi-threaded torch processes share the cores, each can spend its time
+slices in the others' spins. On this project's 2-core machine, a 10 s pair at 2 threads beside
+another such job had a median of 7-14 s in some runs (0.5 s alone) and 1.7 s in others; with
+10,000 spins it costs nothing alone (0.50-0.54 s) and the slowest median seen beside other jobs
+was 2.2 s; sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) costs 45 % alone
+(``benchmarks/speed.py --sections busy``; README "Performance"). The commands set the shorter spin
+unless the user chose a policy. A library does not change its caller's environment, so
+``import sourcesep`` leaves it alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import MutableMapping
+
+SPIN_COUNT = "10000"
+
+
+def limit_spin_waits(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Set ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` in ``environ`` unless ``GOMP_SPINCOUNT`` or
+    ``OMP_WAIT_POLICY`` is set. OpenMP reads it once, when torch is first imported; returns False
+    when torch was already imported (then it changes nothing in this process, only in the
+    processes it starts)."""
+    if "GOMP_SPINCOUNT" not in environ and "OMP_WAIT_POLICY" not in environ:
+        environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    return "torch" not in sys.modules
