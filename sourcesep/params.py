@@ -149,7 +149,8 @@ class RuntimeOptions(_Schema):
         False, description="Never touch the network; the model must be in the local cache or a directory."
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), cpu, cuda[:N].")
-    threads: int = Field(2, ge=1, le=256, description="Torch CPU threads.")
+    threads: int = Field(2, ge=1, le=256, description="Torch CPU threads (several jobs at once on the same "
+                         "cores: 1 each is fastest).")
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto",
         description="AST precision: fp32, bf16 (autocast), int8 (dynamic quantisation); "
