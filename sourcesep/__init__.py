@@ -26,6 +26,10 @@ def __getattr__(name: str) -> Any:
         return getattr(separator, name)
     raise AttributeError(f"module 'sourcesep' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 __all__ = [
     "DEFAULT_MODEL",
     "Classification",

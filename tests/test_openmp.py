@@ -35,3 +35,10 @@ def test_the_commands_set_it_before_torch_starts_and_the_library_does_not():
     assert _child(code, GOMP_SPINCOUNT="5") == "5"
     # The library alone leaves the caller's environment as it is.
     assert _child("import os, sourcesep; from sourcesep import Separator; print(os.environ.get('GOMP_SPINCOUNT'))") == "None"
+
+
+def test_the_package_lists_and_gives_its_api_without_importing_torch_first():
+    code = ("import sys, sourcesep; d = dir(sourcesep); before = 'torch' in sys.modules; "
+            "from sourcesep import Separator, Result; print(before, 'Separator' in d and 'Result' in d, "
+            "Separator.__module__, 'torch' in sys.modules)")
+    assert _child(code) == "False True sourcesep.separator True"
