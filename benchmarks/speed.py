@@ -32,7 +32,8 @@ Sections:
   busy      one 10 s job repeated in a fresh process: on a quiet machine, beside one busy loop
             per core, and beside a second job like it; with idle OpenMP threads spinning as GNU
             OpenMP's default, as sourcesep's commands set it (sourcesep/openmp.py), and sleeping
-            at once: what sharing the cores costs. Run it with --threads 2 and --threads 1.
+            at once: what sharing the cores costs. Run it with --threads 2 and --threads 1
+            (--busy-jobs N: N jobs beside it instead of one).
 
 Nothing here asserts timings; it prints tables (markdown).
 """
@@ -641,7 +642,7 @@ def child_main(args: argparse.Namespace) -> None:
         sep.separate(str(case / "mix.wav"), str(case / "query.wav")).write(Path(args.child_out))
     elif args.child == "repeat":  # one warm-up, then --runs timed jobs
         times = []
-        for i in range(args.runs + 1):
+        for _ in range(args.runs + 1):
             t = time.perf_counter()
             sep.separate(str(case / "mix.wav"), str(case / "query.wav")).write(Path(args.child_out))
             times.append(time.perf_counter() - t)
@@ -739,7 +740,8 @@ def section_busy(args: argparse.Namespace, res: dict[str, Any], model_dir: Path,
                 str(case), "--child-out", str(scratch / "busy_twin"), "--threads", str(args.threads), "--device",
                 args.device, "--precision", args.precision, "--runs", "100000"]
         others = {"quiet": [], f"{cores} busy loops": [[sys.executable, "-c", "while True: pass"]] * cores,
-                  "a second job like it": [twin]}
+                  ("a second job like it" if args.busy_jobs == 1 else f"{args.busy_jobs} more jobs like it"):
+                  [twin] * args.busy_jobs}
         for other, cmds in others.items():
             for policy, setting in WAIT_SETTINGS.items():
                 env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
@@ -751,9 +753,10 @@ def section_busy(args: argparse.Namespace, res: dict[str, Any], model_dir: Path,
                 out.append({"model": label, "beside": other, "openmp": policy, "runs_s": r})
     res["busy"] = {"threads": args.threads, "cores": cores, "rows": out}
     log(table(["path", "beside", "OpenMP idle threads", "median (s)", "min", "max"], rows))
-    log("\nAn OpenMP thread that runs out of work spins before it sleeps. Two processes that both run "
-        "multi-threaded torch on the same cores spend much of their time in each other's spins; a short "
-        "spin keeps the speed alone and most of it side by side (sourcesep/openmp.py).")
+    log("\nAn OpenMP thread that runs out of work spins before it sleeps. Processes that run "
+        "multi-threaded torch on the same cores can spend their time in each other's spins: a short spin "
+        "costs nothing alone, and what it saves beside other jobs varies from run to run "
+        "(sourcesep/openmp.py). Several 1-thread jobs use shared cores best.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -921,6 +924,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, help="also write all results here")
     ap.add_argument("--quick", action="store_true", help="runs 3, seed runs 1, 2-minute long mix, 6 agreement cases, 12 daemon cases")
     ap.add_argument("--daemon", action="store_true", help="only the daemon section (same as --sections daemon)")
+    ap.add_argument("--busy-jobs", type=int, default=1, help="jobs like it running beside the timed one in the busy section (default 1)")
     ap.add_argument("--child", choices=["job", "long", "repeat"], help=argparse.SUPPRESS)
     ap.add_argument("--child-case", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)

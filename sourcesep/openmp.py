@@ -3,10 +3,10 @@
 torch's CPU kernels run on an OpenMP thread team. With GNU OpenMP's defaults a thread that runs
 out of work spins for 300,000 iterations before it sleeps. Alone on a machine that saves a
 wake-up; when several multi-threaded torch processes share the cores, each can spend its time
-slices in the others' spins. On this project's 2-core machine, a 10 s pair at 2 threads beside
-another such job had a median of 7-14 s in some runs (0.5 s alone) and 1.7 s in others; with
-10,000 spins it costs nothing alone (0.50-0.54 s) and the slowest median seen beside other jobs
-was 2.2 s; sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) costs 45 % alone
+slices in the others' spins. On this project's 2-core machine, a 10 s pair at 2 threads (0.5 s
+alone) beside another such job took a median of 7-14 s in runs made while other torch work was on
+the machine, against 1.7 s with 10,000 spins; in clean runs the two are within noise. 10,000 spins
+never measured slower alone, while sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) costs 45 % alone
 (``benchmarks/speed.py --sections busy``; README "Performance"). The commands set the shorter spin
 unless the user chose a policy. A library does not change its caller's environment, so
 ``import sourcesep`` leaves it alone.

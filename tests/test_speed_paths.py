@@ -98,3 +98,17 @@ def test_matmul_rate_is_positive(speed):
     rates = speed.matmul_rate(torch.float32, tokens=64, reps=1)
     assert set(rates) == {"768->768", "768->3072", "3072->768", "layer mix"}
     assert all(v > 0 for v in rates.values())
+
+
+def test_busy_section_pieces_time_a_job_in_a_child_and_stop_what_they_start(speed, short_case, tmp_path):
+    import os
+    import subprocess
+
+    args = speed.parse_args(["--runs", "2", "--threads", "1"])
+    env = {**os.environ, "GOMP_SPINCOUNT": "10000"}
+    with speed.competitors([[sys.executable, "-c", "import time; time.sleep(600)"]], env):
+        pids = subprocess.run(["pgrep", "-f", "time.sleep\\(600\\)"], capture_output=True, text=True).stdout.split()
+        d = speed.run_child(args, "repeat", "none", short_case, tmp_path / "out", env=env)
+    assert len(d["runs_s"]) == 2 and all(t > 0 for t in d["runs_s"])  # the warm-up is not counted
+    assert (tmp_path / "out" / "target.wav").exists()
+    assert pids and all(not Path(f"/proc/{p}").exists() for p in pids)
