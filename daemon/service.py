@@ -149,6 +149,7 @@ class Service(Intake, Outcomes, Status):
                 "directory with 'offline: true', or to 'none' (weights-free)",
             )
             return EXIT_MODEL
+        self._note_unused_params(cfg)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         handlers = self._install_signals()
@@ -620,7 +621,16 @@ class Service(Intake, Outcomes, Status):
         self._reloads += 1
         self._dirty = True
         self.log.info("config reloaded", changed=changed, window_open=self._window_open)
+        self._note_unused_params(new)
         sd_notify("READY=1")
+
+    def _note_unused_params(self, cfg: DaemonConfig) -> None:
+        """Warn once that the config's ``params`` set what this daemon's pipeline does not read
+        (each job's event.json notes it too), rather than leave the operator to find it per job."""
+        unused = self.sep.unused_params(cfg.params, f"daemon config:{self._config_name()}")
+        if unused:
+            self.log.warning("params in the config that this daemon's pipeline does not read", params=unused,
+                             config=self._config_name())
 
 
 def batching_choice(cfg: DaemonConfig, isolation: str, workers: int) -> tuple[float | None, str]:

@@ -433,6 +433,14 @@ class Separator:
             check_weights_free(params, sources)
         return params, sources
 
+    def unused_params(self, overrides: dict[str, Any], source: str = "call") -> dict[str, str]:
+        """``{key: why}`` for the parameters in ``overrides`` (on top of this separator's defaults)
+        that the pipeline they choose does not read, as a separation would report them in
+        ``Result.unused_params``. Raises ParamError as :meth:`resolve_params` does."""
+        params, sources = self.resolve_params(overrides, source)
+        detector, masker = self._choose(params)
+        return unused_params(params, sources, detector, masker, self.ast is not None)
+
     def _choose(self, params: Params) -> tuple[str, str]:
         det = params.detector
         if params.segments and det == "auto":

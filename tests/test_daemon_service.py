@@ -127,7 +127,8 @@ def test_once_processes_good_jobs_and_quarantines_bad_ones(tmp_path, tiny_ast_di
 def test_records_name_files_in_the_result_and_errors_lead_with_the_sidecar(tmp_path):
     # A segments file is named where it sits in the result folder (the work folder is deleted
     # after commit); a sidecar the daemon's model cannot run fails naming the file and key.
-    cfg = write_config(tmp_path)  # model: none
+    # model: none, and a config parameter only the AST detectors read
+    cfg = write_config(tmp_path, params={"save_visualizations": False, "cls_percentile": 85})
     box = tmp_path / "inbox"
     drop_folder(box, "seg job", params="segments: segs.txt\n", gt=False, extra={"segs.txt": "0.5 2.5\n"})
     drop_flat(box, "seedjob", sidecar="preset: seed\n")
@@ -145,10 +146,11 @@ def test_records_name_files_in_the_result_and_errors_lead_with_the_sidecar(tmp_p
 
     # what the user should know about a job that ran: in event.json and the job's log
     ev = results(tmp_path / "outbox")["swapped"]
-    assert ev["unused_params"] == {"opt_steps": "not used by the nmf masker"}
-    assert ev["notes"][0] == "opt_steps: not used by the nmf masker"
-    assert ev["notes"][1].startswith("the mixture (1.00 s) is shorter than the query")
-    assert ev["notes"][1].endswith(f"are {ev['inputs']['mix']['path']} and {ev['inputs']['query']['path']} swapped?")
+    assert ev["unused_params"] == {"cls_percentile": "not used by the query detector",
+                                   "opt_steps": "not used by the nmf masker"}
+    assert ev["notes"][:2] == ["cls_percentile: not used by the query detector", "opt_steps: not used by the nmf masker"]
+    assert ev["notes"][2].startswith("the mixture (1.00 s) is shorter than the query")
+    assert ev["notes"][2].endswith(f"are {ev['inputs']['mix']['path']} and {ev['inputs']['query']['path']} swapped?")
     log = (tmp_path / "outbox" / "swapped" / "job.log.jsonl").read_text()
     assert '"event":"separation notes"' in log and str(tmp_path / "work") not in log
 
@@ -156,6 +158,9 @@ def test_records_name_files_in_the_result_and_errors_lead_with_the_sidecar(tmp_p
     expect = "seedjob.yaml: preset: 'seed' needs an AST model (it sets detector: ast); without one (model none)"
     assert err["message"].startswith(expect) and err["stage"] == "validate" and err["retryable"] is False
     events = [json.loads(line) for line in p.stdout.splitlines()]
+    # the operator hears once, at start, what the config sets in vain
+    warned = [e for e in events if e["event"] == "params in the config that this daemon's pipeline does not read"]
+    assert len(warned) == 1 and warned[0]["params"] == {"cls_percentile": "not used by the query detector"}
     failed = next(e for e in events if e["event"] == "job failed")
     assert failed["job"] == "seedjob" and failed["error"].startswith(expect)
     committing = {e["job"]: e for e in events if e["event"] == "job outputs complete; committing"}

@@ -106,3 +106,10 @@ def test_read_by_names_the_components():
     assert read_by("min_dur_ms") == "ast, query, fused detectors"
     assert read_by("segments") == "oracle detector"
     assert read_by("nfft") == "every run"
+
+
+def test_a_separator_says_what_it_would_ignore_without_separating(sep):
+    assert sep.unused_params({}) == {}
+    assert sep.unused_params({"opt_steps": 3, "min_dur_ms": 100}) == {"opt_steps": "not used by the nmf masker"}
+    assert sep.unused_params({"masker": "wiener", "opt_steps": 3, "lambda_sat": 0.1}) == {
+        "lambda_sat": "not used by the wiener masker"}
