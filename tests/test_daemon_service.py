@@ -448,3 +448,13 @@ def test_thread_isolation_timeout_exits_75_and_the_job_resumes(tmp_path):
     res = results(tmp_path / "outbox")
     assert list(res) == ["stuck"] and res["stuck"]["job"]["attempt"] == 2
     assert leftovers(tmp_path) == []
+
+
+def test_config_with_the_oracle_detector_starts_and_leaves_segments_to_the_sidecars(tmp_path):
+    # Its pipeline is only known per job (the sidecar names the segments file): no start-up note.
+    cfg = write_config(tmp_path, params={"detector": "oracle"})
+    p = run_cli("once", "--config", str(cfg), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    assert any(e["event"] == "daemon started" for e in events)
+    assert not any("does not read" in e["event"] for e in events)
