@@ -772,21 +772,6 @@ def _random_envelopes(n: int, w, eq_db: float, gen):
     return torch.pow(10.0, (db @ w) / 20)  # (n, F)
 
 
-def _transpose_mag(S, semitones):
-    """Magnitude spectrogram batch S (n, F, L) transposed by ``semitones`` (n,) each: bin k of
-    the result reads bin k / 2^(s/12) of the input (linear interpolation along frequency, zero
-    above the input's top bin)."""
-    import torch
-
-    n, F, _ = S.shape
-    k = torch.arange(F, dtype=torch.float32)[None, :] / torch.pow(2.0, semitones[:, None] / 12)  # (n, F)
-    lo = k.floor().long().clamp(0, F - 2)
-    frac = (k - lo).clamp(0, 1)[..., None]
-    out = (1 - frac) * torch.gather(S, 1, lo[..., None].expand(-1, -1, S.shape[2])) \
-        + frac * torch.gather(S, 1, (lo + 1)[..., None].expand(-1, -1, S.shape[2]))
-    return out * (k <= F - 1)[..., None]
-
-
 def _random_crops(P, n: int, length: int, gen):
     """(n, F, length) random time crops of the magnitude pool P (F, Tp) (tiled when Tp < length)."""
     import torch
@@ -849,8 +834,7 @@ def ttt_eq(ctx: dict, gamma: float = 0.25, combine: str = "pow", eq_db: float = 
         return m_nmf.numpy()
     q_level = 10 * torch.log10(Vq.double().square().sum(0) + 1e-20)
     Vq = Vq[:, q_level > q_level.max() - q_loud_db]
-    q_pool = [Vq] + [_transpose_mag(Vq[None], torch.tensor([float(st)]))[0]
-                     for st in (_query_shifts(ctx["Vq"]) if q_shifts else ())]
+    q_pool = [Vq] + [features.shift_frequency(Vq, float(st)) for st in (_query_shifts(ctx["Vq"]) if q_shifts else ())]
     k = bg_sharp
     ms = m_nmf.pow(k) / (m_nmf.pow(k) + (1 - m_nmf).pow(k) + 1e-12)
     resid = V * (1 - ms)  # (F, T)
@@ -880,7 +864,8 @@ def ttt_eq(ctx: dict, gamma: float = 0.25, combine: str = "pow", eq_db: float = 
         if eq_db > 0:
             S = S * _random_envelopes(batch, env_w, eq_db, gen)[:, :, None]
         if shift_st > 0:
-            S = _transpose_mag(S, (torch.rand(batch, generator=gen) * 2 - 1) * shift_st)
+            shifts = ((torch.rand(batch, generator=gen) * 2 - 1) * shift_st).tolist()
+            S = torch.stack([features.shift_frequency(s, st) for s, st in zip(S, shifts)])
         which = torch.randint(0, len(pool), (batch,), generator=gen).tolist()
         N = torch.cat([_random_crops(pool[i], 1, crop, gen) for i in which])
         if bg_eq_db > 0:
