@@ -646,14 +646,6 @@ def _harmonic_comb(f0: np.ndarray, weight: np.ndarray, n_fft: int, width_bins: f
     return 1.0 - np.clip(weight, 0, 1)[None, :] * (1.0 - comb)
 
 
-def _upsample_freq(m: np.ndarray, n_out: int) -> np.ndarray:
-    """(F_in, T) → (n_out, T), linear interpolation along frequency (both axes span 0 … SR/2)."""
-    pos = np.linspace(0, m.shape[0] - 1, n_out)
-    lo = np.minimum(np.floor(pos).astype(int), m.shape[0] - 2)
-    frac = (pos - lo)[:, None]
-    return (1 - frac) * m[lo] + frac * m[lo + 1]
-
-
 def pitch_comb(ctx: dict, gamma: float = 1.0, width: float = 1.0, jitter: float = 0.01, floor: float = 0.0,
                vthr: float = 0.3, vramp: float = 0.1, min_hq: float = 0.0, min_voiced: float = 0.3,
                margin_st: float = 3.0, fmax: float = 4000.0, n_fft: int = 2048, domain: int = 512,
@@ -682,6 +674,7 @@ def pitch_comb(ctx: dict, gamma: float = 1.0, width: float = 1.0, jitter: float 
     import torch
 
     from sourcesep import features, hpss
+    from sourcesep.mask import interp_axis
 
     m = _shipped_mask(ctx)
     if hpss.harmonic_fraction(ctx["Vq"]) < min_hq:
@@ -698,7 +691,9 @@ def pitch_comb(ctx: dict, gamma: float = 1.0, width: float = 1.0, jitter: float 
     rng = (lo * 2 ** (-margin_st / 12), hi * 2 ** (margin_st / 12))
     Xb = features.stft(ctx["x"], n_fft, hop)
     Vb = features.magnitude(Xb).numpy()
-    m_up = _upsample_freq(m, Vb.shape[0])
+    # (257, T) → (n_fft // 2 + 1, T): both axes span 0 … SR/2
+    m_up = interp_axis(torch.from_numpy(np.asarray(m, np.float64)),
+                       torch.from_numpy(np.linspace(0, m.shape[0] - 1, Vb.shape[0])), 0).numpy()
     if source == "gt":  # the bound of pitch_comb_gt: the true target's own F0 track
         Vt = features.magnitude(features.stft(ctx["g"], n_fft, hop)).numpy()
     else:

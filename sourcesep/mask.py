@@ -179,8 +179,9 @@ def semantic_blend(
     return (mask * (1.0 - w * (1.0 - s[None, :]))).clamp(floor, 1.0)
 
 
-def _interp_axis(x: torch.Tensor, coords: torch.Tensor, dim: int) -> torch.Tensor:
-    """Linear interpolation of ``x`` along ``dim`` at fractional indices ``coords`` (clamped)."""
+def interp_axis(x: torch.Tensor, coords: torch.Tensor, dim: int) -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``dim`` at fractional indices ``coords`` (clamped to
+    ``[0, x.shape[dim] - 1]``); the result has ``len(coords)`` entries along ``dim``."""
     n = x.shape[dim]
     c = coords.clamp(0.0, n - 1)
     i0 = c.floor().long().clamp(0, n - 1)
@@ -227,7 +228,7 @@ def spectrogram_feature_mask(
     frame_s = torch.arange(T, device=dev, dtype=torch.float64) * (hop / sr)
     fbank_frame = (frame_s * sr - 200.0) / 160.0  # 400-sample windows every 160: centre 200 + 160 k
     col = (fbank_frame - (patch - 1) / 2.0) / stride
-    out = _interp_axis(_interp_axis(g, row.to(torch.float32), 0), col.to(torch.float32), 1)
+    out = interp_axis(interp_axis(g, row.to(torch.float32), 0), col.to(torch.float32), 1)
     lo, hi = out.min(), out.max()
     if float(hi - lo) <= 1e-9:
         return torch.ones_like(out)
