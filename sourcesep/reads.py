@@ -30,6 +30,9 @@ MASKER_READS: dict[str, frozenset[str]] = {
     "wiener": frozenset({"mask_floor", "opt_steps", "lr", "lambda_tv"}),
 }
 
+_DETECTOR_KEYS = frozenset().union(*DETECTOR_READS.values())
+_MASKER_KEYS = frozenset().union(*MASKER_READS.values())
+
 # Switches that turn a feature on: set to false they ask for nothing, so they never need a note
 # (nor does any option set to None, "unset").
 _SWITCHES = frozenset({"use_cosine_gate", "use_embedding_masking", "use_spectrogram_features", "save_renamed_query"})
@@ -57,17 +60,15 @@ def unused_params(params: Params, sources: Mapping[str, str], detector: str, mas
                   has_ast: bool) -> dict[str, str]:
     """``{key: why}`` for every parameter set explicitly (its source is not ``"default"``) that the
     pipeline (``detector``, ``masker``, with or without an AST model) does not read."""
-    detector_keys = frozenset().union(*DETECTOR_READS.values())
-    masker_keys = frozenset().union(*MASKER_READS.values())
     out: dict[str, str] = {}
     for key in Params.model_fields:  # schema order, so event.json is the same run to run
         value = getattr(params, key)
         if sources.get(key, "default") == "default" or value is None or (key in _SWITCHES and value is False):
             continue
         switch = _ONLY_WITH.get(key)
-        if key in detector_keys and key not in DETECTOR_READS[detector]:
+        if key in _DETECTOR_KEYS and key not in DETECTOR_READS[detector]:
             out[key] = f"not used by the {detector} detector"
-        elif key in masker_keys and key not in MASKER_READS[masker]:
+        elif key in _MASKER_KEYS and key not in MASKER_READS[masker]:
             out[key] = f"not used by the {masker} masker"
         elif switch and not getattr(params, switch):
             out[key] = f"only used with {switch}: true"
