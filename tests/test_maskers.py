@@ -9,7 +9,7 @@ import torch
 from signals import SR, noise
 from sourcesep import features
 from sourcesep.dgmo import refine_tv
-from sourcesep.maskers import activity_on_grid, mask_nmf, mask_wiener
+from sourcesep.maskers import activity_on_grid, frame_gain, mask_nmf, mask_wiener
 from sourcesep.types import Detection, Segment
 
 NFFT, HOP = 512, 256
@@ -147,3 +147,38 @@ def test_nmf_dictionaries_learn_the_background_only_where_the_target_is_silent(p
     # Fewer than 10 inactive frames: the background atoms are random, to be learned in the fit.
     _, _, _, fixed = nmf_dictionaries(V, Vq, torch.ones(V.shape[1]))
     assert not fixed
+
+
+def test_frame_gain_follows_each_frames_target_share():
+    F, T = 40, 60
+    V = torch.ones(F, T)
+    S = torch.zeros(F, T)
+    S[:, :20] = 9.0  # target-dominated frames: share 0.9
+    S[:, 40:] = 1.0
+    B = torch.ones(F, T)
+    B[:, 40:] = 0.0  # frames 40-59: the target alone, share 1
+    g = frame_gain(V, S, B, power=0.25, floor=0.1, width=1)
+    assert g.shape == (T,) and g.dtype == torch.float32
+    assert torch.allclose(g[:20], torch.tensor((0.1 + 0.9 * 0.9) ** 0.25))
+    assert torch.allclose(g[20:40], torch.tensor(0.1 ** 0.25))  # no target: the floor
+    assert torch.allclose(g[40:], torch.ones(20))
+    assert torch.equal(frame_gain(V, S, B, power=0.0), torch.ones(T))
+    smooth = frame_gain(V, S, B, power=1.0, floor=0.0, width=5)
+    assert float(smooth[19]) == pytest.approx((3 * 0.9 + 2 * 0.0) / 5)  # a moving average over 5 frames
+    assert float(smooth[0]) == pytest.approx(0.9)  # edges padded with their own value
+
+
+def test_frame_gain_attenuates_active_frames_that_hold_only_the_background(pair):
+    """A detection that runs on past the tone into the bed (4.0-5.5 s): the frame gain lowers
+    the mask there, and keeps it where the tone sounds."""
+    mix, query, gt, truth = pair
+    X = features.stft(torch.from_numpy(mix), NFFT, HOP)
+    Q = features.stft(torch.from_numpy(query), NFFT, HOP)
+    det = _oracle_detection(X.shape[1], [(2.0, 5.5), (6.5, 8.0)])
+    t = det.times_s
+    bed, tone = (t > 4.2) & (t < 5.3), (t > 2.2) & (t < 3.8)
+    with_gain = mask_nmf(X, Q, det, frame_times_s=t)
+    without = mask_nmf(X, Q, det, frame_times_s=t, frame_gain_power=0.0)
+    assert with_gain.info["frame_gain_mean"] < 1.0 and "frame_gain_mean" not in without.info
+    assert with_gain.mask[:, bed].mean() < 0.8 * without.mask[:, bed].mean()
+    assert with_gain.mask[:, tone].mean() > 0.9 * without.mask[:, tone].mean()
