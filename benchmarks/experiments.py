@@ -52,6 +52,7 @@ def _shipped_mask(ctx: dict, query_mag=None, **kw) -> np.ndarray:
     from sourcesep import maskers
 
     q = ctx["Q"] if query_mag is None else query_mag  # a magnitude is its own |STFT|
+    kw = {"frame_gain_power": ctx["frame_gain_power"], **kw}
     return maskers.mask_nmf(ctx["X"], q, ctx["det"], frame_times_s=ctx["times"], **kw).mask
 
 
@@ -889,6 +890,142 @@ def ttt_eq(ctx: dict, gamma: float = 0.25, combine: str = "pow", eq_db: float = 
     return out.clamp(0, 1).numpy().astype(np.float32)
 
 
+def _frame_gate(share, gamma: float, floor: float, smooth: int):
+    """(T,) gain (floor + (1 - floor) · share)^gamma from a per-frame target share (T,) in [0, 1],
+    first smoothed over ``smooth`` frames (moving average, edge-padded)."""
+    import torch
+
+    s = torch.as_tensor(share, dtype=torch.float64).clamp(0, 1)
+    if smooth > 1:
+        k = int(smooth) | 1
+        s = torch.nn.functional.avg_pool1d(
+            torch.nn.functional.pad(s[None, None], (k // 2, k // 2), mode="replicate"), k, 1)[0, 0]
+    return (floor + (1 - floor) * s).pow(gamma).float()
+
+
+def share_gt(ctx: dict, gamma: float = 0.5, floor: float = 0.0, smooth: int = 1) -> np.ndarray:
+    """Bound: the shipped mask times a frame gain from the true target's share of each frame's
+    energy, sum_f |G|² / sum_f |X|² (clipped to 1; :func:`_frame_gate`): what a perfect frame-level
+    presence score would give when it gates the detected activity softly."""
+    import torch
+
+    m = torch.from_numpy(np.asarray(_shipped_mask(ctx), dtype=np.float32))
+    share = ctx["G"].double().square().sum(0) / ctx["V"].double().square().sum(0).clamp_min(1e-20)
+    return (m * _frame_gate(share, gamma, floor, smooth)[None, :]).clamp(0, 1).numpy()
+
+
+def _ttt_share(ctx: dict, m_nmf, eq_db: float = 12.0,
+             eq_bands: int = 8, snr_lo: float = -10.0, snr_hi: float = 5.0, bg_sharp: float = 4.0,
+             p_absent: float = 0.25, p_part: float = 0.5, n_mels: int = 24, channels: int = 16,
+             kernel: int = 5, steps: int = 150, batch: int = 8, crop: int = 32, lr: float = 0.01,
+             q_loud_db: float = 40.0, bg: str = "resid", seed: int = 0):
+    """(T,) per-frame target share from one network trained as :func:`ttt_gate` describes."""
+    import torch
+
+    from sourcesep import features
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    F = V.shape[0]
+    q_level = 10 * torch.log10(Vq.double().square().sum(0) + 1e-20)
+    Vq = Vq[:, q_level > q_level.max() - q_loud_db]
+    q_pool = [Vq] + [features.shift_frequency(Vq, float(st)) for st in _query_shifts(ctx["Vq"])]
+    k = bg_sharp
+    ms = m_nmf.pow(k) / (m_nmf.pow(k) + (1 - m_nmf).pow(k) + 1e-12)
+    inactive = V[:, act < 0.5]
+    pool = V * (1 - ms) if bg == "resid" or inactive.shape[1] < crop else inactive
+    fb = features.mel_filterbank(F, n_mels, SR, 50.0, 8000.0, norm=None)
+    ref = torch.log(fb @ V.square() + 1e-8).mean()
+
+    def net_in(mag):
+        return torch.log(torch.einsum("mf,nfl->nml", fb, mag.square()) + 1e-8) - ref
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv1d(n_mels, channels, kernel, padding=kernel // 2), torch.nn.ReLU(),
+        torch.nn.Conv1d(channels, channels, kernel, padding=kernel // 2), torch.nn.ReLU(),
+        torch.nn.Conv1d(channels, 1, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    env_w = _band_weights(F, eq_bands).float()
+    for _ in range(steps):
+        S = torch.cat([_random_crops(q_pool[i], 1, crop, gen)
+                       for i in torch.randint(0, len(q_pool), (batch,), generator=gen).tolist()])
+        S = S * _random_envelopes(batch, env_w, eq_db, gen)[:, :, None]
+        on = torch.ones(batch, crop)
+        u = torch.rand(batch, generator=gen)
+        for b in range(batch):
+            if u[b] < p_absent:
+                on[b] = 0
+            elif u[b] < p_absent + p_part:
+                a, z = sorted(torch.randint(0, crop + 1, (2,), generator=gen).tolist())
+                on[b] = 0
+                on[b, a:max(z, a + 1)] = 1
+        N = _random_crops(pool, batch, crop, gen)
+        snr = snr_lo + torch.rand(batch, generator=gen) * (snr_hi - snr_lo)
+        es = (S.square().sum(1) * on).sum(1) / on.sum(1).clamp_min(1)
+        en = N.square().sum((1, 2)) / crop
+        S = S * torch.sqrt(en * torch.pow(10.0, snr / 10) / es.clamp_min(1e-20))[:, None, None] * on[:, None, :]
+        ps, pn = S.square().sum(1), N.square().sum(1)  # (batch, crop)
+        label = ps / (ps + pn).clamp_min(1e-20)
+        logits = net(net_in(torch.sqrt(S.square() + N.square())))[:, 0]
+        err = torch.nn.functional.binary_cross_entropy_with_logits(logits, label)
+        opt.zero_grad()
+        err.backward()
+        opt.step()
+    with torch.no_grad():
+        return torch.sigmoid(net(net_in(V[None]))[0, 0])
+
+
+def nmf_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5, sharp: float = 4.0) -> np.ndarray:
+    """The shipped mask times a frame gain (:func:`_frame_gate`) from the shipped decomposition's
+    own target share of each frame's energy, sum_f m_s·|X|² / sum_f |X|², m_s the shipped mask
+    sharpened to m^k / (m^k + (1 − m)^k), k = ``sharp`` (4 undoes the exponent 0.25: about the
+    NMF's magnitude ratio); the baseline for ``ttt-gate``."""
+    import torch
+
+    m = torch.from_numpy(np.asarray(_shipped_mask(ctx), dtype=np.float32))
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    ungated = m / act.clamp_min(1e-6)[None, :]
+    ms = ungated.pow(sharp) / (ungated.pow(sharp) + (1 - ungated).clamp_min(0).pow(sharp) + 1e-12)
+    P = ctx["V"].float().square()
+    share = (ms * P).sum(0) / P.sum(0).clamp_min(1e-20)
+    return (m * _frame_gate(share, gamma, floor, smooth)[None, :]).clamp(0, 1).numpy()
+
+
+def ttt_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5, ensemble: int = 1, **kw) -> np.ndarray:
+    """A test-time-trained *frame* detector: a small network learns, per pair, each frame's target
+    share of the energy from synthetic mixtures, and its output gates the shipped mask in time
+    (the masks of rounds 4 and 8 worked per bin; this works per frame, where many bins agree).
+
+    Training (``steps`` Adam steps, ``batch`` examples of ``crop`` frames, torch seeded with 0):
+    target = a random crop of the query's loud frames (within ``q_loud_db`` of its loudest; its
+    transposed copies for a clearly harmonic query, the shipped rule) times a random smooth
+    envelope of ± ``eq_db`` dB over ``eq_bands`` mel bands (so the envelope cannot identify it);
+    with probability ``p_absent`` no target, with ``p_part`` the target only on a random
+    contiguous part of the crop (so the network sees onsets and offsets); background = a crop of
+    the first pass's residual |X|·(1 − m_s) (``bg`` "resid", m_s the shipped mask sharpened with
+    exponent ``bg_sharp``) or of the frames with activity < 0.5 ("inactive"). Target-to-background
+    energy ratio uniform in [``snr_lo``, ``snr_hi``] dB over the target's frames, added as powers.
+    Label per frame: the target's share of the frame's energy; loss: binary cross-entropy.
+    Network: log-mel (``n_mels`` bands) minus the mixture's mean, two temporal convolutions of
+    ``kernel`` frames and ``channels`` channels with ReLU, a linear layer to one logit per frame.
+
+    Output: the shipped mask times :func:`_frame_gate` of the network's share on the mixture
+    (``gamma``, ``floor``, ``smooth``). ``seed`` seeds torch (initialisation and sampling); with ``ensemble`` > 1 that many networks (seeds ``seed``, ``seed`` + 1, …) are trained and their shares averaged."""
+    import torch
+
+    m_nmf = torch.from_numpy(np.asarray(_shipped_mask(ctx), dtype=np.float32))
+    if float(_activity(ctx).max()) <= 0 or float(ctx["Vq"].sum()) <= 0:
+        return m_nmf.numpy()
+    seed = int(kw.pop("seed", 0))
+    share = torch.stack([_ttt_share(ctx, m_nmf, seed=seed + i, **kw) for i in range(max(1, ensemble))]).mean(0)
+    return (m_nmf * _frame_gate(share, gamma, floor, smooth)[None, :]).clamp(0, 1).numpy()
+
+
+ttt_gate.passes_to = _ttt_share  # its **kw: listed by --list
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -912,6 +1049,9 @@ VARIANTS = {
     "pitch-comb-gt": pitch_comb_gt,
     "misi": misi,
     "ttt-eq": ttt_eq,
+    "share-gt": share_gt,
+    "ttt-gate": ttt_gate,
+    "nmf-gate": nmf_gate,
 }
 
 
@@ -940,18 +1080,19 @@ def _load_scorer(cases: Path):
     return mod
 
 
-def run_case(job: tuple[str, str, bool]) -> tuple[str, float]:
-    """Score one case (folder, variant spec, oracle segments?): SI-SDRi (dB) when the target is
+def run_case(job: tuple[str, str, bool, float]) -> tuple[str, float]:
+    """Score one case (folder, variant spec, oracle segments?, the shipped mask's frame-gain
+    exponent): SI-SDRi (dB) when the target is
     present, else leakage (dB re mixture); ``-inf`` leakage for an exactly silent estimate.
     Any failure is raised as a RuntimeError that names the case and the variant."""
-    case_dir, spec, oracle = job
+    case_dir, spec, oracle, gain_power = job
     try:
-        return _score_case(Path(case_dir), spec, oracle)
+        return _score_case(Path(case_dir), spec, oracle, gain_power)
     except Exception as e:  # noqa: BLE001 - re-raised with the case's name
         raise RuntimeError(f"case {Path(case_dir).name}, variant {spec}: {type(e).__name__}: {e}") from e
 
 
-def _score_case(d: Path, spec: str, oracle: bool) -> tuple[str, float]:
+def _score_case(d: Path, spec: str, oracle: bool, gain_power: float) -> tuple[str, float]:
     import soundfile as sf
     import torch
 
@@ -978,7 +1119,8 @@ def _score_case(d: Path, spec: str, oracle: bool) -> tuple[str, float]:
         name, kw = parse_variant(spec)
         ctx = dict(X=X, Q=Q, V=features.magnitude(X), Vq=features.magnitude(Q), times=times, det=det,
                    G=features.magnitude(features.stft(torch.from_numpy(gt), NFFT, HOP)),
-                   x=torch.from_numpy(mix), q=torch.from_numpy(query), g=torch.from_numpy(gt))
+                   x=torch.from_numpy(mix), q=torch.from_numpy(query), g=torch.from_numpy(gt),
+                   frame_gain_power=gain_power)
         out = np.asarray(VARIANTS[name](ctx, **kw))
         if out.ndim == 1:  # a waveform estimate (n,), e.g. from a phase reconstruction
             est = out.astype(np.float64)
@@ -1001,11 +1143,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segments-from-gt", action="store_true", help="oracle segments instead of the query detector")
     ap.add_argument("--per-case", action="store_true", help="also print every case's figure per variant")
     ap.add_argument("--jobs", type=int, default=2, help="cases in parallel (1 thread each)")
+    ap.add_argument("--frame-gain-power", type=float, default=None, metavar="P",
+                    help="the shipped mask's frame-gain exponent (default: the shipped "
+                         "maskers.FRAME_GAIN_POWER; 0 reproduces the rows of rounds 6-9, measured before it)")
     ap.add_argument("--list", action="store_true", help="list the variants and their parameters")
     args = ap.parse_args(argv)
     if args.list:
         for name, fn in VARIANTS.items():
-            params = list(inspect.signature(fn).parameters.values())[1:]
+            params = [p for p in list(inspect.signature(fn).parameters.values())[1:] if p.kind != p.VAR_KEYWORD]
+            if hasattr(fn, "passes_to"):
+                params += list(inspect.signature(fn.passes_to).parameters.values())[2:]
             defaults = ",".join(f"{p.name}={p.default}" for p in params)
             print(f"{name}{':' + defaults if defaults else ''}\n    {' '.join((fn.__doc__ or '').split())}")
         return 0
@@ -1020,11 +1167,14 @@ def main(argv: list[str] | None = None) -> int:
     metas = {c["case"]: c for c in manifest["cases"]}
     inaudible = {n for n, c in metas.items() if c["target_present"]
                  and np.abs(_read(cases / n / "gt.wav")).max() < INAUDIBLE_PEAK}
+    from sourcesep import maskers
+
+    gain_power = maskers.FRAME_GAIN_POWER if args.frame_gain_power is None else args.frame_gain_power
     table: dict[str, dict[str, float]] = {}
     det_name = "oracle" if args.segments_from_gt else "query"
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         for spec in args.variants:
-            jobs = [(str(cases / n), spec, args.segments_from_gt) for n in metas]
+            jobs = [(str(cases / n), spec, args.segments_from_gt, gain_power) for n in metas]
             try:
                 table[spec] = dict(ex.map(run_case, jobs))
             except RuntimeError as e:

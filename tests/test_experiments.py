@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from sourcesep import Separator
+from sourcesep.maskers import FRAME_GAIN_POWER
 
 from signals import SR, harmonic_tone, make_pair, noise
 
@@ -62,7 +63,7 @@ def split(tmp_path_factory):
 def test_shipped_variant_scores_what_the_separator_produces(experiments, split):
     torch.set_num_threads(1)
     case = split / "000"
-    name, figure = experiments.run_case((str(case), "shipped", False))
+    name, figure = experiments.run_case((str(case), "shipped", False, FRAME_GAIN_POWER))
     mix, gt = sf.read(case / "mix.wav", dtype="float32")[0], sf.read(case / "gt.wav", dtype="float32")[0]
     res = Separator(model="none", threads=1).separate(str(case / "mix.wav"), str(case / "query.wav"))
     assert name == "000"
@@ -73,10 +74,10 @@ def test_shipped_variant_scores_what_the_separator_produces(experiments, split):
 
 
 def test_absent_case_reports_leakage_and_a_bound_reads_the_ground_truth(experiments, split):
-    _, leak = experiments.run_case((str(split / "001"), "shipped", False))
+    _, leak = experiments.run_case((str(split / "001"), "shipped", False, FRAME_GAIN_POWER))
     assert leak == -np.inf or leak < -20.0  # another tone's query finds nothing in a bare bed
-    _, shipped = experiments.run_case((str(split / "000"), "shipped", True))
-    _, refined = experiments.run_case((str(split / "000"), "refine-gt", True))
+    _, shipped = experiments.run_case((str(split / "000"), "shipped", True, FRAME_GAIN_POWER))
+    _, refined = experiments.run_case((str(split / "000"), "refine-gt", True, FRAME_GAIN_POWER))
     # With oracle segments the activity already is the target's frames: the refinement is a no-op.
     assert refined == pytest.approx(shipped, abs=0.2)
 
@@ -90,7 +91,7 @@ def test_cli_prints_one_row_per_variant(experiments, split, capsys):
 
 def test_a_failing_case_is_named_and_a_folder_that_is_no_split_is_refused(experiments, split, tmp_path, capsys):
     with pytest.raises(RuntimeError, match="case 000, variant eq-gt:bands=0"):
-        experiments.run_case((str(split / "000"), "eq-gt:bands=0", False))
+        experiments.run_case((str(split / "000"), "eq-gt:bands=0", False, FRAME_GAIN_POWER))
     assert experiments.main(["--cases", str(split), "--jobs", "1", "eq-gt:bands=0"]) == 1
     assert "case 000, variant eq-gt:bands=0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -123,11 +124,11 @@ def test_pitch_tracker_follows_a_harmonic_tone_and_calls_noise_unvoiced(experime
 def test_waveform_variants_are_scored_as_estimates(experiments, split):
     torch.set_num_threads(1)
     case = str(split / "000")
-    _, shipped = experiments.run_case((case, "shipped", False))
-    _, same = experiments.run_case((case, "misi:iters=0", False))  # no iteration: the shipped estimate
+    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, same = experiments.run_case((case, "misi:iters=0", False, FRAME_GAIN_POWER))  # no iteration: the shipped estimate
     assert same == pytest.approx(shipped, abs=1e-3)
-    _, misi = experiments.run_case((case, "misi:iters=3", False))
-    _, comb = experiments.run_case((case, "pitch-comb:mode=max,boost=0.5", False))
+    _, misi = experiments.run_case((case, "misi:iters=3", False, FRAME_GAIN_POWER))
+    _, comb = experiments.run_case((case, "pitch-comb:mode=max,boost=0.5", False, FRAME_GAIN_POWER))
     assert np.isfinite(misi) and np.isfinite(comb) and misi > 0 and comb > 0
 
 
@@ -135,6 +136,22 @@ def test_trained_network_variant_is_seeded_and_scores(experiments, split):
     torch.set_num_threads(1)
     case = str(split / "000")
     spec = "ttt-eq:eq_db=12,gamma=0.25,loss=bce,steps=20"
-    _, a = experiments.run_case((case, spec, False))
-    _, b = experiments.run_case((case, spec, False))
+    _, a = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
+    _, b = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
     assert a == b and np.isfinite(a)  # seeded: the same figure twice
+
+
+def test_frame_gate_variants_and_the_gain_free_baseline(experiments, split, capsys):
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, before = experiments.run_case((case, "shipped", False, 0.0))  # the shipped mask before round 9
+    assert np.isfinite(before) and shipped != before
+    _, bound = experiments.run_case((case, "share-gt", True, 0.0))
+    _, nmf_gate = experiments.run_case((case, "nmf-gate", False, 0.0))
+    spec = "ttt-gate:steps=20"
+    _, a = experiments.run_case((case, spec, False, 0.0))
+    _, b = experiments.run_case((case, spec, False, 0.0))
+    assert a == b and all(np.isfinite(v) and v > 0 for v in (bound, nmf_gate, a))
+    assert experiments.main(["--cases", str(split), "--jobs", "1", "--frame-gain-power", "0", "shipped"]) == 0
+    assert f"{before:5.2f} /" in capsys.readouterr().out
