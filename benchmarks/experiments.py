@@ -977,11 +977,14 @@ def _ttt_share(ctx: dict, m_nmf, eq_db: float = 12.0,
         return torch.sigmoid(net(net_in(V[None]))[0, 0])
 
 
-def nmf_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5, sharp: float = 4.0) -> np.ndarray:
+def nmf_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5, sharp: float = 4.0,
+             rel: float = 0.0) -> np.ndarray:
     """The shipped mask times a frame gain (:func:`_frame_gate`) from the shipped decomposition's
     own target share of each frame's energy, sum_f m_s·|X|² / sum_f |X|², m_s the shipped mask
     sharpened to m^k / (m^k + (1 − m)^k), k = ``sharp`` (4 undoes the exponent 0.25: about the
-    NMF's magnitude ratio); the baseline for ``ttt-gate``."""
+    NMF's magnitude ratio); the baseline for ``ttt-gate``. ``rel`` > 0 divides the share by its
+    ``rel``-th percentile over the active frames (clipped to 1), so the gate is relative to how
+    much the query atoms explain where they explain the most."""
     import torch
 
     m = torch.from_numpy(np.asarray(_shipped_mask(ctx), dtype=np.float32))
@@ -990,6 +993,10 @@ def nmf_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5,
     ms = ungated.pow(sharp) / (ungated.pow(sharp) + (1 - ungated).clamp_min(0).pow(sharp) + 1e-12)
     P = ctx["V"].float().square()
     share = (ms * P).sum(0) / P.sum(0).clamp_min(1e-20)
+    if rel > 0 and bool((act >= 0.5).any()):
+        share = _frame_gate(share, 1.0, 0.0, smooth)
+        ref = torch.quantile(share[act >= 0.5].double(), rel / 100)
+        share, smooth = (share / ref.clamp_min(1e-6)).clamp(0, 1), 1
     return (m * _frame_gate(share, gamma, floor, smooth)[None, :]).clamp(0, 1).numpy()
 
 
@@ -1026,6 +1033,87 @@ def ttt_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5,
 ttt_gate.passes_to = _ttt_share  # its **kw: listed by --list
 
 
+def _mask_from_parts(ctx: dict, S, B, act, gain_share=None, gain_power: float | None = None):
+    """The shipped mask (F, T) from given NMF parts S, B (F, T): exponent by the timbre match, the
+    harmonic/percussive prior, the frame gain (from ``gain_share`` (T,) when given, else from S and
+    B) and the activity gate ``act`` (T,)."""
+    import torch
+
+    from sourcesep import hpss, maskers, nmf, timbre
+
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    hq = hpss.harmonic_fraction(Vq)
+    match = timbre.timbre_match(V, Vq, act)
+    p = maskers.MATCHED_POWER if match is not None and match >= maskers.MATCHED_TIMBRE_THRESHOLD else 0.25
+    m = S.pow(p) / (S.pow(p) + B.pow(p) + nmf.EPS)
+    mh = hpss.harmonic_mask(V)
+    m = m * (hq * mh + (1.0 - hq) * (1.0 - mh)).pow(0.25)
+    gp = ctx["frame_gain_power"] if gain_power is None else gain_power
+    if gp > 0:
+        if gain_share is None:
+            g = maskers.frame_gain(V, S, B, power=gp, floor=maskers.FRAME_GAIN_FLOOR, width=15)
+        else:
+            g = _frame_gate(gain_share, gp, maskers.FRAME_GAIN_FLOOR, 1)
+        m = m * g[None, :]
+    return (m * act[None, :]).clamp(0, 1).numpy()
+
+
+def _nmf_share(V, S, B, width: int = 15):
+    """(T,) the decomposition's target share of each frame's energy (the shipped frame gain's),
+    smoothed over ``width`` frames."""
+    import torch
+
+    P = V.float().square()
+    r = S / (S + B + 1e-12)
+    return _frame_gate((r * P).sum(0) / P.sum(0).clamp_min(1e-20), 1.0, 0.0, width)
+
+
+def two_pass(ctx: dict, thr: float = 0.3, width: int = 15) -> np.ndarray:
+    """A second decomposition whose background atoms also learn from the active frames that the
+    first one gives a low target share (below ``thr``; share as the shipped frame gain's, over
+    ``width`` frames): interferers that sound only inside the detected activity then get
+    background atoms. Mask as shipped, from the second decomposition."""
+    import torch
+
+    from sourcesep import maskers
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return np.zeros(tuple(V.shape), np.float32)
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq))
+    S, B = maskers.nmf_parts(V, Vq, act, **kw)
+    share = _nmf_share(V, S, B, width)
+    act_b = torch.where(share < thr, torch.zeros_like(act), act)
+    S2, B2 = maskers.nmf_parts(V, Vq, act_b, **kw)
+    return _mask_from_parts(ctx, S2, B2, act)
+
+
+def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15) -> np.ndarray:
+    """The frame gain from a blend of two shares: the masker's decomposition's (as shipped) and the
+    query detector's own (query atoms' share of its semi-supervised IS-NMF of the whole mixture,
+    :func:`sourcesep.querydetect.query_scores`, energy-weighted per frame), ``weight`` on the
+    detector's; ``mode`` "geo" (weighted geometric mean) or "mean" (arithmetic)."""
+    import torch
+
+    from sourcesep import maskers
+    from sourcesep.querydetect import query_scores
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return np.zeros(tuple(V.shape), np.float32)
+    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq))
+    a = _nmf_share(V, S, B, width)
+    parts = query_scores(V, Vq)
+    b = _nmf_share(V, parts["query_mag"], parts["background_mag"], width)
+    if mode == "geo":
+        share = a.clamp_min(1e-6).pow(1 - weight) * b.clamp_min(1e-6).pow(weight)
+    else:
+        share = (1 - weight) * a + weight * b
+    return _mask_from_parts(ctx, S, B, act, gain_share=share)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1052,6 +1140,8 @@ VARIANTS = {
     "share-gt": share_gt,
     "ttt-gate": ttt_gate,
     "nmf-gate": nmf_gate,
+    "two-pass": two_pass,
+    "share-mix": share_mix,
 }
 
 
