@@ -155,3 +155,16 @@ def test_frame_gate_variants_and_the_gain_free_baseline(experiments, split, caps
     assert a == b and all(np.isfinite(v) and v > 0 for v in (bound, nmf_gate, a))
     assert experiments.main(["--cases", str(split), "--jobs", "1", "--frame-gain-power", "0", "shipped"]) == 0
     assert f"{before:5.2f} /" in capsys.readouterr().out
+
+
+def test_share_variants_reduce_to_the_shipped_mask_at_their_neutral_setting(experiments, split):
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, no_second_pass = experiments.run_case((case, "two-pass:thr=0", False, FRAME_GAIN_POWER))
+    _, masker_share_only = experiments.run_case((case, "share-mix:weight=0", False, FRAME_GAIN_POWER))
+    assert no_second_pass == pytest.approx(shipped, abs=1e-3)
+    assert masker_share_only == pytest.approx(shipped, abs=1e-3)
+    _, second = experiments.run_case((case, "two-pass:thr=0.5", False, FRAME_GAIN_POWER))
+    _, blended = experiments.run_case((case, "share-mix", False, FRAME_GAIN_POWER))
+    assert np.isfinite(second) and np.isfinite(blended) and second > 0 and blended > 0
