@@ -965,7 +965,8 @@ def _ttt_share(ctx: dict, m_nmf, eq_db: float = 12.0,
         snr = snr_lo + torch.rand(batch, generator=gen) * (snr_hi - snr_lo)
         es = (S.square().sum(1) * on).sum(1) / on.sum(1).clamp_min(1)
         en = N.square().sum((1, 2)) / crop
-        S = S * torch.sqrt(en * torch.pow(10.0, snr / 10) / es.clamp_min(1e-20))[:, None, None] * on[:, None, :]
+        scale = torch.sqrt(en * torch.pow(10.0, snr / 10) / es.clamp_min(1e-20))
+        S = S * scale[:, None, None] * on[:, None, :]
         ps, pn = S.square().sum(1), N.square().sum(1)  # (batch, crop)
         label = ps / (ps + pn).clamp_min(1e-20)
         logits = net(net_in(torch.sqrt(S.square() + N.square())))[:, 0]
@@ -1000,7 +1001,8 @@ def nmf_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5,
     return (m * _frame_gate(share, gamma, floor, smooth)[None, :]).clamp(0, 1).numpy()
 
 
-def ttt_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5, ensemble: int = 1, **kw) -> np.ndarray:
+def ttt_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5, ensemble: int = 1,
+             **kw) -> np.ndarray:
     """A test-time-trained *frame* detector: a small network learns, per pair, each frame's target
     share of the energy from synthetic mixtures, and its output gates the shipped mask in time
     (the masks of rounds 4 and 8 worked per bin; this works per frame, where many bins agree).
@@ -1019,7 +1021,9 @@ def ttt_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5,
     ``kernel`` frames and ``channels`` channels with ReLU, a linear layer to one logit per frame.
 
     Output: the shipped mask times :func:`_frame_gate` of the network's share on the mixture
-    (``gamma``, ``floor``, ``smooth``). ``seed`` seeds torch (initialisation and sampling); with ``ensemble`` > 1 that many networks (seeds ``seed``, ``seed`` + 1, …) are trained and their shares averaged."""
+    (``gamma``, ``floor``, ``smooth``). ``seed`` seeds torch (initialisation and sampling); with
+    ``ensemble`` > 1 that many networks (seeds ``seed``, ``seed`` + 1, …) are trained and their
+    shares averaged."""
     import torch
 
     m_nmf = torch.from_numpy(np.asarray(_shipped_mask(ctx), dtype=np.float32))
@@ -1037,8 +1041,6 @@ def _mask_from_parts(ctx: dict, S, B, act, gain_share=None, gain_power: float | 
     """The shipped mask (F, T) from given NMF parts S, B (F, T): exponent by the timbre match, the
     harmonic/percussive prior, the frame gain (from ``gain_share`` (T,) when given, else from S and
     B) and the activity gate ``act`` (T,)."""
-    import torch
-
     from sourcesep import hpss, maskers, nmf, timbre
 
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
@@ -1061,8 +1063,6 @@ def _mask_from_parts(ctx: dict, S, B, act, gain_share=None, gain_power: float | 
 def _nmf_share(V, S, B, width: int = 15):
     """(T,) the decomposition's target share of each frame's energy (the shipped frame gain's),
     smoothed over ``width`` frames."""
-    import torch
-
     P = V.float().square()
     r = S / (S + B + 1e-12)
     return _frame_gate((r * P).sum(0) / P.sum(0).clamp_min(1e-20), 1.0, 0.0, width)
@@ -1103,7 +1103,8 @@ def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
     if float(act.max()) <= 0:
         return np.zeros(tuple(V.shape), np.float32)
-    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq))
+    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                             query_shifts=_query_shifts(Vq))
     a = _nmf_share(V, S, B, width)
     parts = query_scores(V, Vq)
     b = _nmf_share(V, parts["query_mag"], parts["background_mag"], width)
@@ -1240,7 +1241,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.list:
         for name, fn in VARIANTS.items():
-            params = [p for p in list(inspect.signature(fn).parameters.values())[1:] if p.kind != p.VAR_KEYWORD]
+            params = [p for p in list(inspect.signature(fn).parameters.values())[1:]
+                      if p.kind != p.VAR_KEYWORD]
             if hasattr(fn, "passes_to"):
                 params += list(inspect.signature(fn.passes_to).parameters.values())[2:]
             defaults = ",".join(f"{p.name}={p.default}" for p in params)

@@ -16,8 +16,9 @@ Both maskers take the mixture STFT, the query STFT (same geometry) and a
   its energy (:func:`frame_gain`), which attenuates interferer-only frames inside the activity.
 * :func:`mask_wiener` — the same decomposition and generalised Wiener mask ``S^p / (S^p + B^p)``,
   refined by a few Adam steps that keep it close to that mask while penalising total variation
-  (the DGMO regulariser), which removes isolated musical-noise blobs, then the same frame gain. (The classic power Wiener
-  mask, p = 2, measured worse than p = 0.25 on the dev set: see benchmarks/RESULTS.md.)
+  (the DGMO regulariser), which removes isolated musical-noise blobs, then the same frame gain.
+  (The classic power Wiener mask, p = 2, measured worse than p = 0.25 on the dev set: see
+  benchmarks/RESULTS.md.)
 
 ``floor`` is the lowest mask value *inside* detected activity (it keeps some of the mixture where
 the target is active but the decomposition is unsure); outside activity the mask is 0.
@@ -50,8 +51,8 @@ MATCHED_POWER = 0.5
 
 # The frame gain (:func:`frame_gain`): each frame is also weighted by the decomposition's target
 # share of its energy, pooled over all bins and ~0.24 s, so a frame the target hardly explains is
-# attenuated as a whole. Dev: 25 of 38 changed cases better, +0.2 dB mean, every group's mean up,
-# absent-case leakage −2.7 dB (benchmarks/RESULTS.md, round 9).
+# attenuated as a whole. Dev: 26 audible cases better, 14 worse, +0.17 dB mean, no group's mean
+# down, the absent cases that are not silenced leak 1-3 dB less (benchmarks/RESULTS.md, round 9).
 FRAME_GAIN_POWER = 0.25
 FRAME_GAIN_FLOOR = 0.1
 FRAME_GAIN_SMOOTH_S = 0.24

@@ -63,7 +63,6 @@ class Case:
 def _cases(tmp: Path) -> list[Case]:
     good = synthetic(1, seconds=3.0)[0]
     mix, query = good.mix, good.query
-    t = np.arange(int(1.0 * SR)) / SR
     nan = noise(1.0).copy()
     nan[1000] = np.nan
     inf = noise(1.0).copy()

@@ -158,7 +158,7 @@ def test_no_input_path_escapes_the_configured_folders(tmp_path, figures):
             f.write(data)
     top_before = sorted(os.listdir(tmp_path))
 
-    p = run_cli("once", "--config", str(base / "daemon.yaml"), timeout=240)
+    p = run_cli("once", "--config", str(cfg), timeout=240)
     assert p.returncode == 0, p.stdout[-3000:]
 
     assert _tree(canary) == before, "something outside the configured folders changed"
