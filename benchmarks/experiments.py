@@ -1115,6 +1115,29 @@ def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15
     return _mask_from_parts(ctx, S, B, act, gain_share=share)
 
 
+def matched_gain(ctx: dict, p1: float = 0.5, rel: float = 0.0) -> np.ndarray:
+    """The frame gain's exponent raised to ``p1`` when the query's timbre matches the active frames
+    (the shipped rule that sharpens the mask: a query from the target's own recording, whose
+    atoms explain the target well, so its share is trustworthy); ``rel`` > 0 also divides the
+    share by its ``rel``-th percentile over the active frames for such queries."""
+    import torch
+
+    from sourcesep import maskers
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return np.zeros(tuple(V.shape), np.float32)
+    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                             query_shifts=_query_shifts(Vq))
+    if not _matched(ctx):
+        return _mask_from_parts(ctx, S, B, act)
+    share = _nmf_share(V, S, B, 15)
+    if rel > 0 and bool((act >= 0.5).any()):
+        share = (share / torch.quantile(share[act >= 0.5].double(), rel / 100).float().clamp_min(1e-6)).clamp(0, 1)
+    return _mask_from_parts(ctx, S, B, act, gain_share=share, gain_power=p1)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1143,6 +1166,7 @@ VARIANTS = {
     "nmf-gate": nmf_gate,
     "two-pass": two_pass,
     "share-mix": share_mix,
+    "matched-gain": matched_gain,
 }
 
 

@@ -168,3 +168,14 @@ def test_share_variants_reduce_to_the_shipped_mask_at_their_neutral_setting(expe
     _, second = experiments.run_case((case, "two-pass:thr=0.5", False, FRAME_GAIN_POWER))
     _, blended = experiments.run_case((case, "share-mix", False, FRAME_GAIN_POWER))
     assert np.isfinite(second) and np.isfinite(blended) and second > 0 and blended > 0
+
+
+def test_matched_gain_leaves_a_query_that_does_not_match_as_shipped(experiments, split):
+    """The synthetic tone's query is another take at another level (timbre match about 0.81, below
+    the shipped 0.9): the variant changes nothing for it, whatever its exponent."""
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    for spec in (f"matched-gain:p1={FRAME_GAIN_POWER}", "matched-gain:p1=1,rel=90"):
+        _, figure = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
+        assert figure == pytest.approx(shipped, abs=1e-3)
