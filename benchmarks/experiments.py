@@ -1138,6 +1138,35 @@ def matched_gain(ctx: dict, p1: float = 0.5, rel: float = 0.0) -> np.ndarray:
     return _mask_from_parts(ctx, S, B, act, gain_share=share, gain_power=p1)
 
 
+def share_from(ctx: dict, beta: float = 1.0, kq: int = 32, kb: int = 32, free: int = -1, env_db: float = 0.0,
+               env_copies: int = 0, n_iter: int = 40, width: int = 15) -> np.ndarray:
+    """The shipped mask, with the frame gain's share taken from another decomposition: β
+    divergence ``beta`` (1 KL as shipped, 0 Itakura-Saito), ``kq`` query / ``kb`` background atoms,
+    ``free`` free atoms (−1: as shipped), and ``env_copies`` copies of the query's frames under
+    random smooth envelopes of ± ``env_db`` dB (8 mel bands) added to the query atoms' training
+    frames (so they model the class more than the recording's envelope)."""
+    import torch
+
+    from sourcesep import maskers
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return np.zeros(tuple(V.shape), np.float32)
+    shifts = _query_shifts(Vq)
+    n_free = maskers.free_atoms_for(ctx["det"]) if free < 0 else free
+    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=shifts)
+    Vq2 = Vq
+    if env_copies > 0 and env_db > 0:
+        gen = torch.Generator().manual_seed(0)
+        w = _band_weights(V.shape[0], 8).float()
+        Vq2 = torch.cat([Vq] + [Vq[:, ::2] * _random_envelopes(1, w, env_db, gen)[0][:, None]
+                                for _ in range(env_copies)], dim=1)
+    S2, B2 = maskers.nmf_parts(V, Vq2, act, n_query_atoms=kq, n_background_atoms=kb, n_free_atoms=n_free,
+                               n_iter=n_iter, beta=beta, query_shifts=shifts)
+    return _mask_from_parts(ctx, S, B, act, gain_share=_nmf_share(V, S2, B2, width))
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1167,6 +1196,7 @@ VARIANTS = {
     "two-pass": two_pass,
     "share-mix": share_mix,
     "matched-gain": matched_gain,
+    "share-from": share_from,
 }
 
 

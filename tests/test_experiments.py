@@ -163,6 +163,8 @@ def test_share_variants_reduce_to_the_shipped_mask_at_their_neutral_setting(expe
     _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
     _, no_second_pass = experiments.run_case((case, "two-pass:thr=0", False, FRAME_GAIN_POWER))
     _, masker_share_only = experiments.run_case((case, "share-mix:weight=0", False, FRAME_GAIN_POWER))
+    _, same_decomposition = experiments.run_case((case, "share-from", False, FRAME_GAIN_POWER))
+    assert same_decomposition == pytest.approx(shipped, abs=1e-3)
     assert no_second_pass == pytest.approx(shipped, abs=1e-3)
     assert masker_share_only == pytest.approx(shipped, abs=1e-3)
     _, second = experiments.run_case((case, "two-pass:thr=0.5", False, FRAME_GAIN_POWER))
