@@ -891,16 +891,16 @@ def ttt_eq(ctx: dict, gamma: float = 0.25, combine: str = "pow", eq_db: float = 
 
 
 def _frame_gate(share, gamma: float, floor: float, smooth: int):
-    """(T,) gain (floor + (1 - floor) · share)^gamma from a per-frame target share (T,) in [0, 1],
-    first smoothed over ``smooth`` frames (moving average, edge-padded)."""
+    """(T,) gain :func:`sourcesep.maskers.frame_gain` (``gamma``, ``floor``) of a per-frame target
+    share (T,), clipped to [0, 1] and first smoothed over ``smooth`` frames (edge-replicated)."""
     import torch
+
+    from sourcesep import hpss, maskers
 
     s = torch.as_tensor(share, dtype=torch.float64).clamp(0, 1)
     if smooth > 1:
-        k = int(smooth) | 1
-        s = torch.nn.functional.avg_pool1d(
-            torch.nn.functional.pad(s[None, None], (k // 2, k // 2), mode="replicate"), k, 1)[0, 0]
-    return (floor + (1 - floor) * s).pow(gamma).float()
+        s = hpss.smooth_along_time(s[None], int(smooth) | 1)[0]
+    return maskers.frame_gain(s, power=gamma, floor=floor)
 
 
 def share_gt(ctx: dict, gamma: float = 0.5, floor: float = 0.0, smooth: int = 1) -> np.ndarray:
@@ -995,10 +995,17 @@ def nmf_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5,
     P = ctx["V"].float().square()
     share = (ms * P).sum(0) / P.sum(0).clamp_min(1e-20)
     if rel > 0 and bool((act >= 0.5).any()):
-        share = _frame_gate(share, 1.0, 0.0, smooth)
-        ref = torch.quantile(share[act >= 0.5].double(), rel / 100)
-        share, smooth = (share / ref.clamp_min(1e-6)).clamp(0, 1), 1
+        share, smooth = _relative(_frame_gate(share, 1.0, 0.0, smooth), act, rel), 1
     return (m * _frame_gate(share, gamma, floor, smooth)[None, :]).clamp(0, 1).numpy()
+
+
+def _relative(share, act, rel: float):
+    """share (T,) divided by its ``rel``-th percentile over the active frames (activity ``act``
+    (T,) ≥ 0.5; there must be some), clipped to 1."""
+    import torch
+
+    ref = torch.quantile(share[act >= 0.5].double(), rel / 100)
+    return (share / ref.clamp_min(1e-6)).clamp(0, 1)
 
 
 def ttt_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5, ensemble: int = 1,
@@ -1038,34 +1045,46 @@ ttt_gate.passes_to = _ttt_share  # its **kw: listed by --list
 
 
 def _mask_from_parts(ctx: dict, S, B, act, gain_share=None, gain_power: float | None = None):
-    """The shipped mask (F, T) from given NMF parts S, B (F, T): exponent by the timbre match, the
-    harmonic/percussive prior, the frame gain (from ``gain_share`` (T,) when given, else from S and
-    B) and the activity gate ``act`` (T,)."""
-    from sourcesep import hpss, maskers, nmf, timbre
+    """The shipped mask (F, T) from given NMF parts S, B (F, T): :func:`sourcesep.maskers.ratio_mask`,
+    the frame gain (from ``gain_share`` (T,) when given, else from S and B) and the activity gate
+    ``act`` (T,)."""
+    from sourcesep import hpss, maskers
 
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    hq = hpss.harmonic_fraction(Vq)
-    match = timbre.timbre_match(V, Vq, act)
-    p = maskers.MATCHED_POWER if match is not None and match >= maskers.MATCHED_TIMBRE_THRESHOLD else 0.25
-    m = S.pow(p) / (S.pow(p) + B.pow(p) + nmf.EPS)
-    mh = hpss.harmonic_mask(V)
-    m = m * (hq * mh + (1.0 - hq) * (1.0 - mh)).pow(0.25)
+    m, _ = maskers.ratio_mask(V, Vq, S, B, act, harmonic_fraction=hpss.harmonic_fraction(Vq))
     gp = ctx["frame_gain_power"] if gain_power is None else gain_power
     if gp > 0:
-        if gain_share is None:
-            g = maskers.frame_gain(V, S, B, power=gp, floor=maskers.FRAME_GAIN_FLOOR, width=15)
-        else:
-            g = _frame_gate(gain_share, gp, maskers.FRAME_GAIN_FLOOR, 1)
-        m = m * g[None, :]
+        share = _nmf_share(V, S, B) if gain_share is None else gain_share
+        m = m * maskers.frame_gain(share, power=gp, floor=maskers.FRAME_GAIN_FLOOR)[None, :]
     return (m * act[None, :]).clamp(0, 1).numpy()
 
 
 def _nmf_share(V, S, B, width: int = 15):
-    """(T,) the decomposition's target share of each frame's energy (the shipped frame gain's),
-    smoothed over ``width`` frames."""
-    P = V.float().square()
-    r = S / (S + B + 1e-12)
-    return _frame_gate((r * P).sum(0) / P.sum(0).clamp_min(1e-20), 1.0, 0.0, width)
+    """(T,) the decomposition's target share of each frame's energy over ``width`` frames
+    (:func:`sourcesep.maskers.frame_share`, as the shipped frame gain uses it)."""
+    from sourcesep import maskers
+
+    return maskers.frame_share(V, S, B, width=width)
+
+
+def _shipped_parts(ctx: dict):
+    """(activity (T,), V (F, T), Vq (F, Tq), S, B) of the shipped masker's decomposition, or None
+    when the activity is zero everywhere (the caller returns a zero mask)."""
+    import torch
+
+    from sourcesep import maskers
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return None
+    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                             query_shifts=_query_shifts(Vq))
+    return act, V, Vq, S, B
+
+
+def _zero_mask(ctx: dict) -> np.ndarray:
+    return np.zeros(tuple(ctx["V"].shape), np.float32)
 
 
 def two_pass(ctx: dict, thr: float = 0.3, width: int = 15) -> np.ndarray:
@@ -1077,15 +1096,12 @@ def two_pass(ctx: dict, thr: float = 0.3, width: int = 15) -> np.ndarray:
 
     from sourcesep import maskers
 
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
-        return np.zeros(tuple(V.shape), np.float32)
-    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq))
-    S, B = maskers.nmf_parts(V, Vq, act, **kw)
-    share = _nmf_share(V, S, B, width)
-    act_b = torch.where(share < thr, torch.zeros_like(act), act)
-    S2, B2 = maskers.nmf_parts(V, Vq, act_b, **kw)
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
+    act_b = torch.where(_nmf_share(V, S, B, width) < thr, torch.zeros_like(act), act)
+    S2, B2 = maskers.nmf_parts(V, Vq, act_b, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                               query_shifts=_query_shifts(Vq))
     return _mask_from_parts(ctx, S2, B2, act)
 
 
@@ -1094,20 +1110,14 @@ def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15
     query detector's own (query atoms' share of its semi-supervised IS-NMF of the whole mixture,
     :func:`sourcesep.querydetect.query_scores`, energy-weighted per frame), ``weight`` on the
     detector's; ``mode`` "geo" (weighted geometric mean) or "mean" (arithmetic)."""
-    import torch
-
-    from sourcesep import maskers
     from sourcesep.querydetect import query_scores
 
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
-        return np.zeros(tuple(V.shape), np.float32)
-    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
-                             query_shifts=_query_shifts(Vq))
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
     a = _nmf_share(V, S, B, width)
-    parts = query_scores(V, Vq)
-    b = _nmf_share(V, parts["query_mag"], parts["background_mag"], width)
+    det_parts = query_scores(V, Vq)
+    b = _nmf_share(V, det_parts["query_mag"], det_parts["background_mag"], width)
     if mode == "geo":
         share = a.clamp_min(1e-6).pow(1 - weight) * b.clamp_min(1e-6).pow(weight)
     else:
@@ -1120,21 +1130,14 @@ def matched_gain(ctx: dict, p1: float = 0.5, rel: float = 0.0) -> np.ndarray:
     (the shipped rule that sharpens the mask: a query from the target's own recording, whose
     atoms explain the target well, so its share is trustworthy); ``rel`` > 0 also divides the
     share by its ``rel``-th percentile over the active frames for such queries."""
-    import torch
-
-    from sourcesep import maskers
-
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
-        return np.zeros(tuple(V.shape), np.float32)
-    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
-                             query_shifts=_query_shifts(Vq))
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, _, S, B = parts
     if not _matched(ctx):
         return _mask_from_parts(ctx, S, B, act)
-    share = _nmf_share(V, S, B, 15)
+    share = _nmf_share(V, S, B)
     if rel > 0 and bool((act >= 0.5).any()):
-        share = (share / torch.quantile(share[act >= 0.5].double(), rel / 100).float().clamp_min(1e-6)).clamp(0, 1)
+        share = _relative(share, act, rel)
     return _mask_from_parts(ctx, S, B, act, gain_share=share, gain_power=p1)
 
 
@@ -1149,13 +1152,10 @@ def share_from(ctx: dict, beta: float = 1.0, kq: int = 32, kb: int = 32, free: i
 
     from sourcesep import maskers
 
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
-        return np.zeros(tuple(V.shape), np.float32)
-    shifts = _query_shifts(Vq)
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
     n_free = maskers.free_atoms_for(ctx["det"]) if free < 0 else free
-    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=shifts)
     Vq2 = Vq
     if env_copies > 0 and env_db > 0:
         gen = torch.Generator().manual_seed(0)
@@ -1163,7 +1163,7 @@ def share_from(ctx: dict, beta: float = 1.0, kq: int = 32, kb: int = 32, free: i
         Vq2 = torch.cat([Vq] + [Vq[:, ::2] * _random_envelopes(1, w, env_db, gen)[0][:, None]
                                 for _ in range(env_copies)], dim=1)
     S2, B2 = maskers.nmf_parts(V, Vq2, act, n_query_atoms=kq, n_background_atoms=kb, n_free_atoms=n_free,
-                               n_iter=n_iter, beta=beta, query_shifts=shifts)
+                               n_iter=n_iter, beta=beta, query_shifts=_query_shifts(Vq))
     return _mask_from_parts(ctx, S, B, act, gain_share=_nmf_share(V, S2, B2, width))
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 
-def _smooth_along_time(mag: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Moving average of (F, T) along T over ``kernel`` frames (edge-replicated), (F, T)."""
+def smooth_along_time(mag: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Moving average of (F, T) along T over ``kernel`` frames (odd; edge-replicated), (F, T)."""
     h = kernel // 2
     padded = torch.nn.functional.pad(mag[None], (h, h), mode="replicate")
     return torch.nn.functional.avg_pool1d(padded, kernel, stride=1)[0]
@@ -38,8 +38,8 @@ def harmonic_mask(mag: torch.Tensor, *, time_kernel: int = 17, freq_kernel: int 
     mag = mag.float()
     if mag.ndim != 2 or mag.shape[0] == 0 or mag.shape[1] == 0:
         raise ValueError(f"mag must be a non-empty (F, T) spectrogram, got shape {tuple(mag.shape)}")
-    H = _smooth_along_time(mag, time_kernel | 1)
-    P = _smooth_along_time(mag.T.contiguous(), freq_kernel | 1).T
+    H = smooth_along_time(mag, time_kernel | 1)
+    P = smooth_along_time(mag.T.contiguous(), freq_kernel | 1).T
     H2, P2 = H * H, P * P
     return torch.where(H2 + P2 > 0, H2 / (H2 + P2).clamp_min(1e-30), torch.full_like(H2, 0.5))
 

@@ -49,10 +49,11 @@ HARMONIC_QUERY_THRESHOLD = 0.75
 MATCHED_TIMBRE_THRESHOLD = 0.9
 MATCHED_POWER = 0.5
 
-# The frame gain (:func:`frame_gain`): each frame is also weighted by the decomposition's target
-# share of its energy, pooled over all bins and ~0.24 s, so a frame the target hardly explains is
-# attenuated as a whole. Dev: 26 audible cases better, 14 worse, +0.17 dB mean, no group's mean
-# down, the absent cases that are not silenced leak 1-3 dB less (benchmarks/RESULTS.md, round 9).
+# The frame gain (:func:`frame_gain` of :func:`frame_share`): each frame is also weighted by the
+# decomposition's target share of its energy, pooled over all bins and ~0.24 s, so a frame the
+# target hardly explains is attenuated as a whole. Dev: 26 audible cases better, 14 worse,
+# +0.17 dB mean, no group's mean down, the absent cases that are not silenced leak 1-3 dB less
+# (benchmarks/RESULTS.md, round 9).
 FRAME_GAIN_POWER = 0.25
 FRAME_GAIN_FLOOR = 0.1
 FRAME_GAIN_SMOOTH_S = 0.24
@@ -159,33 +160,73 @@ def free_atoms_for(detection: Detection, n_free_atoms: int | None = None) -> int
     return 0 if detection.name == "oracle" else 8
 
 
-def frame_gain(
-    mix_mag: torch.Tensor,
-    target_mag: torch.Tensor,
-    background_mag: torch.Tensor,
-    *,
-    power: float = FRAME_GAIN_POWER,
-    floor: float = FRAME_GAIN_FLOOR,
-    width: int = 15,
+def frame_share(
+    mix_mag: torch.Tensor, target_mag: torch.Tensor, background_mag: torch.Tensor, *, width: int = 15
 ) -> torch.Tensor:
-    """Per-frame gain from the target's share of each frame's energy.
+    """The target's share of each frame's energy, as a decomposition sees it.
 
     mix_mag, target_mag, background_mag : (F, T) magnitudes (the mixture and the decomposition's
     two parts, as :func:`nmf_parts` returns them). The share of frame t is
-    ``sum_f r·|X|² / sum_f |X|²`` with r = S / (S + B) the magnitude ratio, a moving average over
-    ``width`` frames (odd; edge-padded) smooths it, and the gain is ``(floor + (1 − floor)·share)^power``.
-    Pooling over all bins makes it far steadier than any one bin's ratio, so it can attenuate
-    interferer-only frames that the soft per-bin mask keeps. Returns (T,) float32 in
-    [floor^power, 1]; ``power`` 0 gives ones.
+    ``sum_f r·|X|² / sum_f |X|²`` with r = S / (S + B) the magnitude ratio, then a moving average
+    over ``width`` frames (odd; edge-replicated). Pooling over all bins makes it far steadier than
+    any one bin's ratio. Returns (T,) float32 in [0, 1].
     """
     P = mix_mag.float().square()
     r = target_mag / (target_mag + background_mag + nmf.EPS)
     share = ((r * P).sum(0) / P.sum(0).clamp_min(nmf.EPS)).clamp(0.0, 1.0)
     width = max(1, int(width) | 1)
     if width > 1 and share.numel() > 1:
-        padded = torch.nn.functional.pad(share[None, None], (width // 2, width // 2), mode="replicate")
-        share = torch.nn.functional.avg_pool1d(padded, width, 1)[0, 0]
-    return (floor + (1.0 - floor) * share).pow(power).float()
+        share = hpss.smooth_along_time(share[None], width)[0]
+    return share
+
+
+def frame_gain(
+    share: torch.Tensor, *, power: float = FRAME_GAIN_POWER, floor: float = FRAME_GAIN_FLOOR
+) -> torch.Tensor:
+    """Per-frame gain ``(floor + (1 − floor)·share)^power`` from a target share (T,) (clipped to
+    [0, 1]; :func:`frame_share`), so frames the target hardly fills are attenuated as a whole,
+    including interferer-only frames that the soft per-bin mask keeps. Returns (T,) float32 in
+    [floor^power, 1]; ``power`` 0 gives ones."""
+    return (floor + (1.0 - floor) * share.clamp(0.0, 1.0)).pow(power).float()
+
+
+def ratio_mask(
+    mix_mag: torch.Tensor,
+    query_mag: torch.Tensor,
+    target_mag: torch.Tensor,
+    background_mag: torch.Tensor,
+    activity: torch.Tensor,
+    *,
+    harmonic_fraction: float,
+    power: float = 0.25,
+    hp_prior: float = 0.25,
+    matched_power: float = MATCHED_POWER,
+    matched_threshold: float = MATCHED_TIMBRE_THRESHOLD,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The maskers' soft mask from a decomposition, before the frame gain and the activity gate.
+
+    mix_mag (F, T), query_mag (F, Tq), target_mag / background_mag (F, T) (S, B of
+    :func:`nmf_parts`), activity (T,) in [0, 1]; harmonic_fraction the query's
+    (:func:`sourcesep.hpss.harmonic_fraction`). The mask is ``S^p / (S^p + B^p)``, with p =
+    ``matched_power`` instead of ``power`` when :func:`sourcesep.timbre.timbre_match` of the query
+    and the active frames reaches ``matched_threshold``, times the harmonic/percussive prior
+    ``(h_q·M_H + (1 − h_q)·(1 − M_H))^hp_prior`` (0 turns it off). Returns (mask (F, T) in
+    [0, 1], info with ``timbre_match`` and ``mask_power``).
+    """
+    match = timbre.timbre_match(mix_mag, query_mag, activity)
+    info: dict[str, Any] = {"timbre_match": None if match is None else round(match, 4)}
+    if match is not None and match >= matched_threshold:
+        power = matched_power
+    info["mask_power"] = power
+    Sp, Bp = target_mag.pow(power), background_mag.pow(power)
+    m = Sp / (Sp + Bp + nmf.EPS)
+    if hp_prior > 0:
+        # A harmonic query favours the mixture's harmonic part and a percussive one its percussive
+        # part, in proportion to the query's own harmonic fraction (+0.2 dB on 27 of 49 dev cases).
+        mh = hpss.harmonic_mask(mix_mag)
+        hq = harmonic_fraction
+        m = m * (hq * mh + (1.0 - hq) * (1.0 - mh)).pow(hp_prior)
+    return m, info
 
 
 def _frames_for(seconds: float, frame_times_s: np.ndarray | None, default: int) -> int:
@@ -224,22 +265,13 @@ def _soft_mask(
     S, B = nmf_parts(V, Vq, act, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
                      n_free_atoms=free_atoms_for(detection, n_free_atoms), n_iter=n_iter, seed=seed,
                      query_shifts=shifts)
-    match = timbre.timbre_match(V, Vq, act)
-    info["timbre_match"] = None if match is None else round(match, 4)
-    if match is not None and match >= matched_threshold:
-        power = matched_power
-    info["mask_power"] = power
-    Sp, Bp = S.pow(power), B.pow(power)
-    m = Sp / (Sp + Bp + nmf.EPS)
-    if hp_prior > 0:
-        # A harmonic query favours the mixture's harmonic part and a percussive one its percussive
-        # part, in proportion to the query's own harmonic fraction (+0.2 dB on 27 of 49 dev cases).
-        mh = hpss.harmonic_mask(V)
-        m = m * (hq * mh + (1.0 - hq) * (1.0 - mh)).pow(hp_prior)
+    m, mask_info = ratio_mask(V, Vq, S, B, act, harmonic_fraction=hq, power=power, hp_prior=hp_prior,
+                              matched_power=matched_power, matched_threshold=matched_threshold)
+    info.update(mask_info)
     gain = None
     if frame_gain_power > 0:
-        gain = frame_gain(V, S, B, power=frame_gain_power, floor=FRAME_GAIN_FLOOR,
-                          width=_frames_for(FRAME_GAIN_SMOOTH_S, frame_times_s, 15))
+        share = frame_share(V, S, B, width=_frames_for(FRAME_GAIN_SMOOTH_S, frame_times_s, 15))
+        gain = frame_gain(share, power=frame_gain_power, floor=FRAME_GAIN_FLOOR)
         on = act >= 0.5
         info["frame_gain_mean"] = round(float(gain[on].mean()), 4) if bool(on.any()) else None
     return V, act, m, gain, info
@@ -284,9 +316,9 @@ def mask_nmf(
     matched_power, matched_threshold : when :func:`sourcesep.timbre.timbre_match` of the query
         and the active frames reaches ``matched_threshold`` (a query from the target's own
         recording), the exponent p is ``matched_power`` instead of ``power`` (> 1 turns it off).
-    frame_gain_power : exponent of the frame gain (:func:`frame_gain`, floor ``FRAME_GAIN_FLOOR``,
-        smoothed over ``FRAME_GAIN_SMOOTH_S``) that multiplies the mask before the activity gate;
-        0 turns it off.
+    frame_gain_power : exponent of the frame gain (:func:`frame_gain` of :func:`frame_share`
+        averaged over ``FRAME_GAIN_SMOOTH_S``, floor ``FRAME_GAIN_FLOOR``) that multiplies the
+        mask before the activity gate; 0 turns it off.
 
     Returns
     -------

@@ -9,7 +9,7 @@ import torch
 from signals import SR, noise
 from sourcesep import features
 from sourcesep.dgmo import refine_tv
-from sourcesep.maskers import activity_on_grid, frame_gain, mask_nmf, mask_wiener
+from sourcesep.maskers import activity_on_grid, frame_gain, frame_share, mask_nmf, mask_wiener
 from sourcesep.types import Detection, Segment
 
 NFFT, HOP = 512, 256
@@ -157,13 +157,13 @@ def test_frame_gain_follows_each_frames_target_share():
     S[:, 40:] = 1.0
     B = torch.ones(F, T)
     B[:, 40:] = 0.0  # frames 40-59: the target alone, share 1
-    g = frame_gain(V, S, B, power=0.25, floor=0.1, width=1)
+    g = frame_gain(frame_share(V, S, B, width=1), power=0.25, floor=0.1)
     assert g.shape == (T,) and g.dtype == torch.float32
     assert torch.allclose(g[:20], torch.tensor((0.1 + 0.9 * 0.9) ** 0.25))
     assert torch.allclose(g[20:40], torch.tensor(0.1 ** 0.25))  # no target: the floor
     assert torch.allclose(g[40:], torch.ones(20))
-    assert torch.equal(frame_gain(V, S, B, power=0.0), torch.ones(T))
-    smooth = frame_gain(V, S, B, power=1.0, floor=0.0, width=5)
+    assert torch.equal(frame_gain(frame_share(V, S, B), power=0.0), torch.ones(T))
+    smooth = frame_gain(frame_share(V, S, B, width=5), power=1.0, floor=0.0)
     assert float(smooth[19]) == pytest.approx((3 * 0.9 + 2 * 0.0) / 5)  # a moving average over 5 frames
     assert float(smooth[0]) == pytest.approx(0.9)  # edges padded with their own value
 
