@@ -251,7 +251,7 @@ def _soft_mask(
     ``S^p / (S^p + B^p)`` times the harmonic/percussive prior (F, T), or None when there is
     nothing to extract, the frame gain (T,) (:func:`frame_gain`) or None, info)."""
     V, Vq = features.magnitude(mix_stft), features.magnitude(query_stft)
-    act = torch.as_tensor(activity_on_grid(detection, V.shape[1], frame_times_s), dtype=torch.float32)
+    act = torch.as_tensor(activity_on_grid(detection, V.shape[1], frame_times_s), dtype=torch.float32, device=V.device)
     info: dict[str, Any] = {"active_frames": int((act >= 0.5).sum())}
     if float(act.max()) <= 0.0 or float(Vq.sum()) <= 0.0:
         return V, act, None, None, info
@@ -337,7 +337,7 @@ def mask_nmf(
         m = m * gain[None, :]
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
     info["target_share"] = float((m * V.pow(2)).sum() / (V.pow(2).sum() + nmf.EPS))
-    return MaskResult(mask=mask.numpy().astype(np.float32), info=info)
+    return MaskResult(mask=mask.cpu().numpy().astype(np.float32), info=info)
 
 
 def mask_wiener(
@@ -383,4 +383,4 @@ def mask_wiener(
     if gain is not None:
         m = m * gain[None, :]
     mask = _gate(m, act, floor).clamp(0.0, 1.0)
-    return MaskResult(mask=mask.numpy().astype(np.float32), loss_history=history, info=info)
+    return MaskResult(mask=mask.cpu().numpy().astype(np.float32), loss_history=history, info=info)

@@ -153,9 +153,10 @@ def detect_query(
     """
     mix = np.asarray(mix, dtype=np.float32).reshape(-1)
     query = np.asarray(query, dtype=np.float32).reshape(-1)
-    # On the CPU: the detector's NMF and its numpy post-processing run there.
-    X = features.magnitude(mix_stft).cpu() if mix_stft is not None else features.stft(torch.from_numpy(mix), nfft, hop).abs()
-    Q = features.magnitude(query_stft).cpu() if query_stft is not None else features.stft(torch.from_numpy(query), nfft, hop).abs()
+    # The NMF runs where the given STFTs live (the Separator's device); the post-processing is numpy.
+    X = features.magnitude(mix_stft) if mix_stft is not None else features.stft(torch.from_numpy(mix), nfft, hop).abs()
+    Q = features.magnitude(query_stft) if query_stft is not None else features.stft(torch.from_numpy(query), nfft, hop).abs()
+    Q = Q.to(X.device)
     if X.shape[0] != nfft // 2 + 1 or Q.shape[0] != nfft // 2 + 1:
         raise ValueError(f"STFTs must have nfft // 2 + 1 = {nfft // 2 + 1} bins, got {X.shape[0]} and {Q.shape[0]}")
     T = X.shape[1]
@@ -167,8 +168,8 @@ def detect_query(
 
     parts = query_scores(X, Q, n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
                          n_iter=n_iter, beta=beta, seed=seed)
-    s_q = parts["query_mag"].sum(0).double().numpy()
-    s_all = s_q + parts["background_mag"].sum(0).double().numpy()
+    s_q = parts["query_mag"].sum(0).double().cpu().numpy()
+    s_all = s_q + parts["background_mag"].sum(0).double().cpu().numpy()
     floor = 1e-4 * float(s_all.max()) + 1e-12  # -80 dB: digital silence must not dominate
     q_db = 20.0 * np.log10(s_q + floor)
     width = int(round(smooth_ms / 1000.0 * sr / hop))

@@ -38,7 +38,8 @@ N_FREQ, N_TIME = 12, 101  # patch grid of the checkpoint geometry: 128 mels, 102
 
 @pytest.fixture(scope="module")
 def ast(tiny_ast_dir):
-    return AstModel.load(tiny_ast_dir, offline=True, threads=2)
+    # On the CPU everywhere: these tests compare against the stock model run on the CPU.
+    return AstModel.load(tiny_ast_dir, offline=True, threads=2, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -334,7 +335,7 @@ def test_patch_similarity_grid(ast, pair):
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_reduced_precision_agrees_with_fp32(tiny_ast_dir, ast, pair, precision):
     mix, query, _, _ = pair
-    low = AstModel.load(tiny_ast_dir, precision=precision)
+    low = AstModel.load(tiny_ast_dir, precision=precision, device="cpu")
     assert low.precision == precision
     ref, got = ast.classify(query), low.classify(query)
     cos = ref.embedding @ got.embedding / (np.linalg.norm(ref.embedding) * np.linalg.norm(got.embedding))
@@ -384,7 +385,7 @@ def test_bf16_stores_matmul_weights_in_bf16_with_autocast_identical_results(tiny
     """Casting the Linear/Conv weights once gives exactly what autocast over fp32 weights gives
     (the same rounding), with half the weight memory."""
     mix = pair[0]
-    low = AstModel.load(tiny_ast_dir, precision="bf16")
+    low = AstModel.load(tiny_ast_dir, precision="bf16", device="cpu")
     lin = [m for m in low._model.modules() if isinstance(m, torch.nn.Linear)]
     assert lin and all(m.weight.dtype == torch.bfloat16 for m in lin)
     assert low._base.embeddings.position_embeddings.dtype == torch.float32
@@ -399,7 +400,7 @@ def test_bf16_stores_matmul_weights_in_bf16_with_autocast_identical_results(tiny
         for t in (*low._model.parameters(), *low._model.buffers()):
             if t.dtype == torch.float32:
                 assert not any(lo <= t.data_ptr() < hi for lo, hi in mapped)
-    ref = AstModel.load(tiny_ast_dir, precision="fp32")
+    ref = AstModel.load(tiny_ast_dir, precision="fp32", device="cpu")
     ref.precision = "bf16"  # autocast on, weights left in fp32: what autocast alone computes
     windows = np.stack([mix[i * 8000: i * 8000 + 16000] for i in range(5)])
     for a, b in zip(low.logits_and_embeddings(windows), ref.logits_and_embeddings(windows)):

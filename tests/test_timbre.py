@@ -65,3 +65,6 @@ def test_cuda_spectrograms_give_the_cpu_match():
     V, Vq = _mag(mix), _mag(_take(query))
     act = _activity(V.shape[1], segments)
     assert abs(timbre_match(V.cuda(), Vq.cuda(), act) - timbre_match(V, Vq, act)) < 1e-6
+    # The activity may live on the device too (the maskers keep it beside the spectrogram).
+    act_gpu = torch.as_tensor(act, dtype=torch.float32).cuda()
+    assert abs(timbre_match(V.cuda(), Vq.cuda(), act_gpu) - timbre_match(V, Vq, act)) < 1e-6
