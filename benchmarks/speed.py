@@ -904,8 +904,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     ap.add_argument("--precision", default="auto", help="AST precision of our path (default auto)")
-    ap.add_argument("--runs", type=int, default=7, help="timed runs of our paths (default 7)")
-    ap.add_argument("--seed-runs", type=int, default=5, help="timed runs of the seed-faithful path (default 5; 0 skips it)")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs of our paths (default 7; --quick 3)")
+    ap.add_argument("--seed-runs", type=int, default=None,
+                    help="timed runs of the seed-faithful path (default 5; --quick 1; 0 skips it)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs (default 1)")
     ap.add_argument("--load-runs", type=int, default=3, help="fresh processes for load time / RSS (default 3)")
     ap.add_argument("--max-other-load", type=float, default=0.15,
@@ -930,8 +931,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     ap.add_argument("--child-chunk-sec", type=float, default=60.0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    # --quick shortens what was not set explicitly.
+    args.runs = args.runs if args.runs is not None else (3 if args.quick else 7)
+    args.seed_runs = args.seed_runs if args.seed_runs is not None else (1 if args.quick else 5)
     if args.quick:
-        args.runs, args.seed_runs, args.long_minutes = 3, 1, 2.0
+        args.long_minutes = 2.0
         args.agreement_cases = args.agreement_cases or 6
         args.daemon_cases = args.daemon_cases or 12
         args.load_runs = 1

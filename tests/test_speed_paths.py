@@ -112,3 +112,12 @@ def test_busy_section_pieces_time_a_job_in_a_child_and_stop_what_they_start(spee
     assert len(d["runs_s"]) == 2 and all(t > 0 for t in d["runs_s"])  # the warm-up is not counted
     assert (tmp_path / "out" / "target.wav").exists()
     assert pids and all(not Path(f"/proc/{p}").exists() for p in pids)
+
+
+def test_quick_shortens_only_what_was_not_set(speed):
+    quick = speed.parse_args(["--quick"])
+    assert (quick.runs, quick.seed_runs, quick.long_minutes) == (3, 1, 2.0)
+    assert speed.parse_args(["--quick", "--seed-runs", "0", "--runs", "5"]).seed_runs == 0
+    assert speed.parse_args(["--quick", "--runs", "5"]).runs == 5
+    full = speed.parse_args([])
+    assert (full.runs, full.seed_runs) == (7, 5)
