@@ -201,7 +201,10 @@ class Service(Intake, Outcomes, Status):
 
     def _load_model(self, cfg: DaemonConfig) -> tuple[Any, str, int]:
         """(separator, isolation, workers) for ``cfg``: the model loaded and warmed up."""
-        choice = choose_isolation(cfg.isolation, cfg.device, cfg.threads)
+        try:
+            choice = choose_isolation(cfg.isolation, cfg.device, cfg.threads)
+        except ValueError as e:
+            raise ConfigError(f"{self._config_name()}: {e}") from None
         workers = effective_workers(cfg, choice.isolation)
         batch_ms, batch_why = self._batching(cfg, choice.isolation, workers)
         t0 = time.perf_counter()

@@ -329,7 +329,8 @@ class RunnerChoice:
 
 
 def choose_isolation(isolation: str, device: str, threads: int) -> RunnerChoice:
-    """Resolve ``auto``: fork on CPU, thread on CUDA (CUDA state does not survive a fork)."""
+    """Resolve ``auto``: fork on CPU, thread on CUDA (CUDA state does not survive a fork).
+    Raises ValueError for ``fork`` on CUDA."""
     cuda = device.startswith("cuda")
     if device == "auto":
         import torch
@@ -338,6 +339,10 @@ def choose_isolation(isolation: str, device: str, threads: int) -> RunnerChoice:
     if isolation == "auto":
         isolation = "thread" if cuda else "fork"
         reason = "CUDA cannot be used in a forked child" if cuda else "CPU: forked child per job"
+    elif isolation == "fork" and cuda:
+        # Every attempt would fail in its child ("Cannot re-initialize CUDA in forked subprocess").
+        raise ValueError(f"isolation: fork cannot run on CUDA (device: {device}): a forked child cannot use "
+                          "the GPU; set isolation: thread (or auto), or device: cpu")
     else:
         reason = "configured"
     return RunnerChoice(isolation, 1 if isolation == "fork" else threads, reason)

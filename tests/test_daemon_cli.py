@@ -75,3 +75,12 @@ def test_usage_errors_are_one_line():
     assert p.returncode == 2 and "--config" in _one_line(p) and "sourcesep-daemon report --help" in p.stderr
     p = run_cli("status", "--config", "x.yaml", "--limit", "many", timeout=60)
     assert p.returncode == 2 and "--limit" in _one_line(p)
+
+
+def test_fork_isolation_on_cuda_is_a_config_error(tmp_path):
+    """Every forked attempt would fail on a GPU; the daemon refuses the config at start instead."""
+    cfg = write_config(tmp_path, device="cuda:0", isolation="fork")
+    p = run_cli("once", "--config", str(cfg), timeout=120)
+    line = _one_line(p)
+    assert p.returncode == 2 and line.startswith(f"sourcesep-daemon: {cfg}: isolation: fork cannot run on CUDA")
+    assert "set isolation: thread" in line

@@ -17,7 +17,7 @@ from sourcesep import InputError, ModelError, ParamError, Separator
 @pytest.fixture(scope="module")
 def sep():
     # One thread in the parent: forked children may then start their own OpenMP pool.
-    return Separator(model="none", threads=1)
+    return Separator(model="none", threads=1, device="cpu")  # fork isolation is CPU-only
 
 
 def _spec(tmp_path, mix_bytes=None, **over):
@@ -92,6 +92,8 @@ def test_isolation_choice():
     assert choose_isolation("auto", "cpu", 4).parent_threads == 1
     assert choose_isolation("auto", "cuda:0", 4).isolation == "thread"
     assert choose_isolation("thread", "cpu", 4).parent_threads == 4
+    with pytest.raises(ValueError, match="isolation: fork cannot run on CUDA"):
+        choose_isolation("fork", "cuda:0", 4)
 
 
 def test_no_room_sees_quota_and_size_limits_that_free_space_hides(tmp_path):

@@ -165,7 +165,7 @@ def test_ast_fbank_natural_frames_padding_and_cutting():
     torch.testing.assert_close(raw, natural * (2 * AST_STD) + AST_MEAN, atol=1e-5, rtol=1e-5)
 
 
-def test_ast_fbank_input_forms(extractor):
+def test_ast_fbank_input_forms():
     w = _test_waves(SR)[1]
     single = ast_fbank(w)
     assert single.shape == (98, 128)
@@ -175,8 +175,10 @@ def test_ast_fbank_input_forms(extractor):
 
     tiny = np.zeros(399, np.float32)  # shorter than one frame
     assert ast_fbank(tiny).shape == (0, 128)
-    ref = extractor(tiny, sampling_rate=SR, return_tensors="np")["input_values"][0]
-    np.testing.assert_allclose(ast_fbank(tiny, target_frames=AST_MAX_FRAMES).numpy(), ref, atol=1e-6)
+    # All padding: zero log-energy, normalised as the extractor does ((0 - mean) / (2 std)). (The
+    # extractor itself refuses a sub-frame input when torchaudio is installed, so it is not asked.)
+    padded = ast_fbank(tiny, target_frames=AST_MAX_FRAMES).numpy()
+    np.testing.assert_allclose(padded, np.full((AST_MAX_FRAMES, 128), (0.0 - AST_MEAN) / (2 * AST_STD)), atol=1e-6)
 
     with pytest.raises(ValueError, match="16 kHz"):
         ast_fbank(w, sr=44100)
