@@ -1225,19 +1225,20 @@ def _load_scorer(cases: Path):
     return mod
 
 
-def run_case(job: tuple[str, str, bool, float]) -> tuple[str, float]:
+def run_case(job: tuple) -> tuple[str, float]:
     """Score one case (folder, variant spec, oracle segments?, the shipped mask's frame-gain
-    exponent): SI-SDRi (dB) when the target is
+    exponent[, keyword arguments of the query detector]): SI-SDRi (dB) when the target is
     present, else leakage (dB re mixture); ``-inf`` leakage for an exactly silent estimate.
     Any failure is raised as a RuntimeError that names the case and the variant."""
-    case_dir, spec, oracle, gain_power = job
+    case_dir, spec, oracle, gain_power, *rest = job
+    detector_kw = rest[0] if rest else {}
     try:
-        return _score_case(Path(case_dir), spec, oracle, gain_power)
+        return _score_case(Path(case_dir), spec, oracle, gain_power, detector_kw)
     except Exception as e:  # noqa: BLE001 - re-raised with the case's name
         raise RuntimeError(f"case {Path(case_dir).name}, variant {spec}: {type(e).__name__}: {e}") from e
 
 
-def _score_case(d: Path, spec: str, oracle: bool, gain_power: float) -> tuple[str, float]:
+def _score_case(d: Path, spec: str, oracle: bool, gain_power: float, detector_kw: dict) -> tuple[str, float]:
     import soundfile as sf
     import torch
 
@@ -1259,7 +1260,7 @@ def _score_case(d: Path, spec: str, oracle: bool, gain_power: float) -> tuple[st
         segs = [Segment(a, b, 1.0) for a, b in gt_segments(gt, floor_db=-30.0, merge_gap_s=0.1)]
         det = detect.detect_oracle(segs, len(mix) / SR, times)
     else:
-        det = detect_query(mix, query, mix_stft=X, query_stft=Q)
+        det = detect_query(mix, query, mix_stft=X, query_stft=Q, **detector_kw)
     if det.found:
         name, kw = parse_variant(spec)
         ctx = dict(X=X, Q=Q, V=features.magnitude(X), Vq=features.magnitude(Q), times=times, det=det,
@@ -1291,6 +1292,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frame-gain-power", type=float, default=None, metavar="P",
                     help="the shipped mask's frame-gain exponent (default: the shipped "
                          "maskers.FRAME_GAIN_POWER; 0 reproduces the rows of rounds 6-9, measured before it)")
+    ap.add_argument("--detector-params", default="", metavar="KEY=VALUE,...",
+                    help="keyword arguments of the query detector (sourcesep.querydetect.detect_query), "
+                         "e.g. threshold_frac=0.4,activity_mode=segments")
     ap.add_argument("--list", action="store_true", help="list the variants and their parameters")
     args = ap.parse_args(argv)
     if args.list:
@@ -1306,6 +1310,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--cases and at least one variant are needed (or --list)")
     for spec in args.variants:
         parse_variant(spec)
+    detector_kw = parse_variant("shipped:" + args.detector_params)[1]
     cases = Path(args.cases).resolve()
     if not (cases / "manifest.json").is_file() or not (cases.parent / "score.py").is_file():
         ap.error(f"{cases} is not a benchmark split (it needs manifest.json, and score.py beside it)")
@@ -1320,7 +1325,7 @@ def main(argv: list[str] | None = None) -> int:
     det_name = "oracle" if args.segments_from_gt else "query"
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         for spec in args.variants:
-            jobs = [(str(cases / n), spec, args.segments_from_gt, gain_power) for n in metas]
+            jobs = [(str(cases / n), spec, args.segments_from_gt, gain_power, detector_kw) for n in metas]
             try:
                 table[spec] = dict(ex.map(run_case, jobs))
             except RuntimeError as e:

@@ -157,6 +157,23 @@ def test_frame_gate_variants_and_the_gain_free_baseline(experiments, split, caps
     assert f"{before:5.2f} /" in capsys.readouterr().out
 
 
+def test_detector_params_reach_the_query_detector(experiments, split, capsys):
+    """--detector-params sets the query detector's keyword arguments (the earlier rounds' settings
+    reproduce their rows); a key the detector does not take is an error naming the case."""
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    earlier = {"threshold_frac": 0.5, "activity_mode": "soft"}
+    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, same = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, {}))
+    _, before = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, earlier))
+    assert same == shipped and np.isfinite(before) and before != shipped
+    argv = ["--cases", str(split), "--jobs", "1", "--detector-params", "threshold_frac=0.5,activity_mode=soft", "shipped"]
+    assert experiments.main(argv) == 0
+    assert f"{before:5.2f} /" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="case 000, variant shipped: TypeError"):
+        experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, {"no_such_setting": 1}))
+
+
 def test_share_variants_reduce_to_the_shipped_mask_at_their_neutral_setting(experiments, split):
     torch.set_num_threads(1)
     case = str(split / "000")
