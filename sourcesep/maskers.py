@@ -51,10 +51,12 @@ MATCHED_POWER = 0.5
 
 # The frame gain (:func:`frame_gain` of :func:`frame_share`): each frame is also weighted by the
 # decomposition's target share of its energy, pooled over all bins and ~0.24 s, so a frame the
-# target hardly explains is attenuated as a whole. Dev: 26 audible cases better, 14 worse,
-# +0.17 dB mean, no group's mean down, the absent cases that are not silenced leak 1-3 dB less
-# (benchmarks/RESULTS.md, round 9).
-FRAME_GAIN_POWER = 0.25
+# target hardly explains is attenuated as a whole. Exponent 0.5 together with the query detector's
+# recall-first defaults (threshold 0.3, activity held at 0.5 inside segments), which leave this
+# finer decision to the gain: dev 7.70 / 2.97 against 7.46 / 2.49 with exponent 0.25 and the
+# earlier detector, every group's mean up, 24 audible cases better and 19 worse
+# (benchmarks/RESULTS.md, rounds 9 and 10).
+FRAME_GAIN_POWER = 0.5
 FRAME_GAIN_FLOOR = 0.1
 FRAME_GAIN_SMOOTH_S = 0.24
 

@@ -104,12 +104,12 @@ def detect_query(
     n_iter: int = 60,
     beta: float = 0.0,
     smooth_ms: float = 120.0,
-    threshold_frac: float = 0.5,
+    threshold_frac: float = 0.3,
     hysteresis_db: float = 3.0,
     softness_db: float = 2.0,
     min_query_share: float = 0.06,
     segment_share_rel: float = 0.0,
-    activity_mode: str = "soft",
+    activity_mode: str = "segments",
     activity_smooth_ms: float | None = 40.0,
     seed: int = 0,
     mix_stft: torch.Tensor | np.ndarray | None = None,
@@ -130,7 +130,9 @@ def detect_query(
     activity_smooth_ms : moving-average length (ms) of the score that shapes the soft activity
         inside segments (None: ``smooth_ms``); shorter follows pauses between sparse events.
     threshold_frac : the threshold sits this fraction of the way from the score's 10th percentile
-        (background level) to its 95th percentile (foreground level).
+        (background level) to its 95th percentile (foreground level). The default 0.3 favours
+        recall: the NMF maskers' frame gain turns down the frames the target does not fill
+        (0.5 gives tighter segments; benchmarks/RESULTS.md, round 10).
     hysteresis_db : frames down to ``threshold - hysteresis_db`` stay active when connected to a
         frame above the threshold.
     softness_db : width (dB) of the logistic turning the score into soft activity.
@@ -139,8 +141,9 @@ def detect_query(
         judged absent (silent target).
     segment_share_rel : drop segments whose own query share is below this fraction of the best
         segment's share (0 keeps all): loud interferer-only spans explain poorly by the query atoms.
-    activity_mode : "soft" (logistic of the score inside segments, so pauses inside a segment are
-        attenuated) or "segments" (at least 0.5 everywhere inside a segment).
+    activity_mode : "segments" (the default: at least 0.5 everywhere inside a segment, the
+        logistic of the score above that) or "soft" (the logistic alone, so pauses inside a
+        segment are attenuated by the detector itself).
     mix_stft, query_stft : optional STFTs (F, T) / (F, Tq), complex or magnitude, of ``mix`` and
         ``query`` computed with :func:`sourcesep.features.stft` at ``nfft``/``hop`` (a caller
         that already has them saves computing them again).

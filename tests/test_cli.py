@@ -8,6 +8,7 @@ import jsonschema
 import soundfile as sf
 
 from sourcesep.event import load_schema
+from sourcesep.maskers import FRAME_GAIN_FLOOR, FRAME_GAIN_POWER
 
 
 def run(*args, timeout=300):
@@ -122,7 +123,7 @@ def test_example_then_separate(tmp_path):
     ev = json.loads((tmp_path / "out/event.json").read_text())
     assert ev["target_found"] and ev["metrics"]["si_sdri"] > 3
     info = ev["masker"]["info"]
-    assert info["mask_power"] in (0.25, 0.5) and 0.1 ** 0.25 <= info["frame_gain_mean"] <= 1.0
+    assert info["mask_power"] in (0.25, 0.5) and FRAME_GAIN_FLOOR ** FRAME_GAIN_POWER <= info["frame_gain_mean"] <= 1.0
     x, sr = sf.read(tmp_path / "ex/gt.wav")
     sf.write(tmp_path / "silent-gt.wav", 0 * x, sr)  # a ground truth for an absent target
     p = run("separate", "--model", "none", "--mix_wav", tmp_path / "ex/mix.wav", "--query_wav", tmp_path / "ex/query.wav",

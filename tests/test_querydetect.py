@@ -49,7 +49,7 @@ def test_other_seed_and_offsets():
     assert det.found and _close(det.segments, truth)
 
 
-def test_activity_follows_short_pauses_inside_a_segment():
+def test_soft_activity_follows_short_pauses_inside_a_segment():
     # 0.2 s tone bursts with 0.1 s pauses: one segment (gaps < merge gap), but the soft activity
     # (score smoothed over 40 ms, not the segments' 120 ms) should dip in the pauses.
     n = 10 * SR
@@ -61,8 +61,9 @@ def test_activity_follows_short_pauses_inside_a_segment():
         mix[int(s * SR): int(s * SR) + len(tone)] += tone
         on.append(s)
     query = harmonic_tone(1.5, f0=1000.0, seed=99)
-    fine = detect_query(mix[:n], query, SR)
-    coarse = detect_query(mix[:n], query, SR, activity_smooth_ms=None)
+    fine = detect_query(mix[:n], query, SR, activity_mode="soft")
+    coarse = detect_query(mix[:n], query, SR, activity_mode="soft", activity_smooth_ms=None)
+    held = detect_query(mix[:n], query, SR)  # the default, "segments": the masker's frame gain handles pauses
     assert fine.found and len(fine.segments) == 1
     t = fine.times_s
     pause = np.zeros(t.size, bool)
@@ -73,6 +74,7 @@ def test_activity_follows_short_pauses_inside_a_segment():
     assert fine.activity[burst].mean() > 0.8
     assert fine.activity[pause].mean() < 0.3
     assert fine.activity[pause].mean() <= coarse.activity[pause].mean()
+    assert held.activity[pause].min() >= 0.5 and held.activity[burst].mean() > 0.8
 
 
 def test_given_stfts_give_the_same_detection_as_computing_them(pair):
