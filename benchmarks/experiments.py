@@ -1291,7 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="cases in parallel (1 thread each)")
     ap.add_argument("--frame-gain-power", type=float, default=None, metavar="P",
                     help="the shipped mask's frame-gain exponent (default: the shipped "
-                         "maskers.FRAME_GAIN_POWER; 0 reproduces the rows of rounds 6-9, measured before it)")
+                         "maskers.FRAME_GAIN_POWER; 0 turns it off: rounds 6-8 were measured without it, "
+                         "and rounds 6-9 with --detector-params threshold_frac=0.5,activity_mode=soft)")
     ap.add_argument("--detector-params", default="", metavar="KEY=VALUE,...",
                     help="keyword arguments of the query detector (sourcesep.querydetect.detect_query), "
                          "e.g. threshold_frac=0.4,activity_mode=segments")

@@ -75,6 +75,8 @@ def test_soft_activity_follows_short_pauses_inside_a_segment():
     assert fine.activity[pause].mean() < 0.3
     assert fine.activity[pause].mean() <= coarse.activity[pause].mean()
     assert held.activity[pause].min() >= 0.5 and held.activity[burst].mean() > 0.8
+    with pytest.raises(ValueError, match="activity_mode must be 'segments' or 'soft', got 'hard'"):
+        detect_query(mix[:n], query, SR, activity_mode="hard")
 
 
 def test_given_stfts_give_the_same_detection_as_computing_them(pair):
