@@ -92,7 +92,7 @@ def timbre_match(
     summed = np.stack([np.convolve(band * loud, kernel, "same") for band in shape])
     local = summed / np.maximum(weight, 1e-9)
     cos = (q_mean @ local) / (np.linalg.norm(q_mean) * np.linalg.norm(local, axis=0) + 1e-12)
-    act = (activity.detach().cpu().numpy() if isinstance(activity, torch.Tensor) else np.asarray(activity)).astype(np.float64)
+    act = torch.as_tensor(activity).detach().to("cpu", torch.float64).numpy()  # numpy or a tensor on any device
     # More than two loud frames in the window, so a lone click does not stand for a timbre.
     eligible = (act >= 0.5) & loud & (weight > 2)
     if int(eligible.sum()) < 6:
