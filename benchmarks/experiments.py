@@ -52,7 +52,8 @@ def _shipped_mask(ctx: dict, query_mag=None, **kw) -> np.ndarray:
     from sourcesep import maskers
 
     q = ctx["Q"] if query_mag is None else query_mag  # a magnitude is its own |STFT|
-    kw = {"frame_gain_power": ctx["frame_gain_power"], **kw}
+    kw = {"frame_gain_power": ctx["frame_gain_power"], "second_pass_share": ctx["second_pass_share"],
+          "seed": ctx["seed"], **kw}
     return maskers.mask_nmf(ctx["X"], q, ctx["det"], frame_times_s=ctx["times"], **kw).mask
 
 
@@ -1078,8 +1079,9 @@ def _shipped_parts(ctx: dict):
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
     if float(act.max()) <= 0:
         return None
-    S, B = maskers.nmf_parts(V, Vq, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
-                             query_shifts=_query_shifts(Vq))
+    S, B, _ = maskers.nmf_two_pass(V, Vq, act, threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
+                                   n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq),
+                                   seed=ctx["seed"])
     return act, V, Vq, S, B
 
 
@@ -1087,11 +1089,13 @@ def _zero_mask(ctx: dict) -> np.ndarray:
     return np.zeros(tuple(ctx["V"].shape), np.float32)
 
 
-def two_pass(ctx: dict, thr: float = 0.3, width: int = 15) -> np.ndarray:
+def two_pass(ctx: dict, thr: float = 0.3, width: int = 15, passes: int = 2, rel: float = 0.0,
+             cap: float = 1.0) -> np.ndarray:
     """A second decomposition whose background atoms also learn from the active frames that the
     first one gives a low target share (below ``thr``; share as the shipped frame gain's, over
     ``width`` frames): interferers that sound only inside the detected activity then get
-    background atoms. Mask as shipped, from the second decomposition."""
+    background atoms. Mask as shipped, from the second decomposition (with ``passes`` > 2, each
+    further pass takes its background frames from the previous one's share)."""
     import torch
 
     from sourcesep import maskers
@@ -1099,10 +1103,22 @@ def two_pass(ctx: dict, thr: float = 0.3, width: int = 15) -> np.ndarray:
     if (parts := _shipped_parts(ctx)) is None:
         return _zero_mask(ctx)
     act, V, Vq, S, B = parts
-    act_b = torch.where(_nmf_share(V, S, B, width) < thr, torch.zeros_like(act), act)
-    S2, B2 = maskers.nmf_parts(V, Vq, act_b, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
-                               query_shifts=_query_shifts(Vq))
-    return _mask_from_parts(ctx, S2, B2, act)
+    on = act >= 0.5
+    for _ in range(passes - 1):
+        share = _nmf_share(V, S, B, width)
+        limit = thr
+        if rel > 0 and bool(on.any()):
+            limit = thr * float(torch.quantile(share[on], rel / 100))
+        low = share < limit
+        if cap < 1 and bool(on.any()):
+            limit_cap = float(torch.quantile(share[on], cap))
+            low &= share < limit_cap
+        if not bool((low & on).any()):
+            break  # nothing new for the background atoms: the decomposition stays as it is
+        act_b = torch.where(low, torch.zeros_like(act), act)
+        S, B = maskers.nmf_parts(V, Vq, act_b, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                                 query_shifts=_query_shifts(Vq), seed=ctx["seed"])
+    return _mask_from_parts(ctx, S, B, act)
 
 
 def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15) -> np.ndarray:
@@ -1147,7 +1163,8 @@ def share_from(ctx: dict, beta: float = 1.0, kq: int = 32, kb: int = 32, free: i
     divergence ``beta`` (1 KL as shipped, 0 Itakura-Saito), ``kq`` query / ``kb`` background atoms,
     ``free`` free atoms (−1: as shipped), and ``env_copies`` copies of the query's frames under
     random smooth envelopes of ± ``env_db`` dB (8 mel bands) added to the query atoms' training
-    frames (so they model the class more than the recording's envelope)."""
+    frames (so they model the class more than the recording's envelope). Like the shipped one, the
+    other decomposition runs a second pass (``--second-pass-share``)."""
     import torch
 
     from sourcesep import maskers
@@ -1162,9 +1179,128 @@ def share_from(ctx: dict, beta: float = 1.0, kq: int = 32, kb: int = 32, free: i
         w = _band_weights(V.shape[0], 8).float()
         Vq2 = torch.cat([Vq] + [Vq[:, ::2] * _random_envelopes(1, w, env_db, gen)[0][:, None]
                                 for _ in range(env_copies)], dim=1)
-    S2, B2 = maskers.nmf_parts(V, Vq2, act, n_query_atoms=kq, n_background_atoms=kb, n_free_atoms=n_free,
-                               n_iter=n_iter, beta=beta, query_shifts=_query_shifts(Vq))
+    S2, B2, _ = maskers.nmf_two_pass(V, Vq2, act, threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
+                                     n_query_atoms=kq, n_background_atoms=kb, n_free_atoms=n_free, n_iter=n_iter,
+                                     beta=beta, query_shifts=_query_shifts(Vq), seed=ctx["seed"])
     return _mask_from_parts(ctx, S, B, act, gain_share=_nmf_share(V, S2, B2, width))
+
+
+# --------------------------------------------------------------------------- round 11
+
+def seed_ensemble(ctx: dict, n: int = 3) -> np.ndarray:
+    """The mean of ``n`` shipped masks whose decompositions start from different random atoms
+    (NMF seeds ``n·seed`` … ``n·seed + n − 1``, so the runs of ``--seeds`` use disjoint sets)."""
+    return np.mean([_shipped_mask(ctx, seed=n * ctx["seed"] + i) for i in range(n)], axis=0)
+
+
+def prune_atoms(ctx: dict, thr: float = 0.8) -> np.ndarray:
+    """Query atoms that a background atom resembles (cosine ≥ ``thr``) counted as background: a
+    query atom the inactive frames also hold models the interferer as much as the target. Mask as
+    shipped from the re-attributed parts of one decomposition (no change without fixed background
+    atoms; ``thr`` > 1 gives the mask of ``--second-pass-share 0``)."""
+    import torch
+
+    from sourcesep import maskers
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    if float(act.max()) <= 0:
+        return _zero_mask(ctx)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    kq = kb = 32
+    W, H, fixed_b = maskers.nmf_fit(V, Vq, act, n_query_atoms=kq, n_background_atoms=kb,
+                                    n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                                    query_shifts=_query_shifts(Vq), seed=ctx["seed"])
+    keep = torch.ones(kq)
+    if fixed_b:
+        unit = W / W.norm(dim=0, keepdim=True).clamp_min(1e-12)
+        keep = ((unit[:, :kq].T @ unit[:, kq:kq + kb]).max(1).values < thr).float()
+    S = (W[:, :kq] * keep) @ H[:kq]
+    return _mask_from_parts(ctx, S, W @ H - S, act)
+
+
+def band_gain(ctx: dict, bands: int = 4, width: int = 15) -> np.ndarray:
+    """The frame gain computed per frequency band: the decomposition's target share of each of
+    ``bands`` mel-spaced bands (averaged over ``width`` frames), linearly interpolated across the
+    bins, so a frame whose low band the target fills and whose high band an interferer fills is
+    turned down only where the interferer is. ``bands=1`` is the shipped gain."""
+    import torch
+
+    from sourcesep import hpss, maskers
+
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
+    m, _ = maskers.ratio_mask(V, Vq, S, B, act, harmonic_fraction=hpss.harmonic_fraction(Vq))
+    P, r = V.square(), S / (S + B + 1e-10)
+    F = V.shape[0]
+    mel = np.linspace(0.0, 2595 * np.log10(1 + SR / 2 / 700), bands + 1)
+    edges = (700 * (10 ** (mel / 2595) - 1) / (SR / 2) * (F - 1)).round().astype(int)
+    shares = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        hi = max(hi, lo + 1)
+        share = ((r[lo:hi] * P[lo:hi]).sum(0) / P[lo:hi].sum(0).clamp_min(1e-10)).clamp(0, 1)
+        shares.append(hpss.smooth_along_time(share[None], width)[0])
+    centres = (edges[:-1] + edges[1:]) / 2
+    interp = torch.as_tensor(np.stack([np.interp(np.arange(F), centres, row) for row in np.eye(bands)]),
+                             dtype=torch.float32)  # (bands, F): each bin between its two nearest bands
+    gain = maskers.frame_gain(interp.T @ torch.stack(shares), power=ctx["frame_gain_power"])
+    return (m * gain * act[None, :]).clamp(0, 1).numpy()
+
+
+def _exemplar_dictionary(V, n_components: int, *, n_iter: int = 80, beta: float = 1.0, seed: int = 0):
+    """:func:`sourcesep.nmf.learn_dictionary` started from ``n_components`` of V's own frames, evenly
+    spaced in their order of loudness, instead of random atoms (``seed`` unused)."""
+    import torch
+
+    from sourcesep import nmf
+
+    V = torch.as_tensor(V, dtype=torch.float32)
+    order = torch.argsort(V.sum(0), descending=True)
+    pick = order[torch.linspace(0, len(order) - 1, n_components).round().long()]
+    W0 = V[:, pick] + 1e-3 * float(V.mean()) + nmf.EPS
+    H0 = torch.full((n_components, V.shape[1]), float(V.mean()) * V.shape[0] / n_components + nmf.EPS)
+    W0, H0 = nmf.normalise_columns(W0, H0)
+    return nmf.beta_nmf(V, W0, H0, n_iter=n_iter, beta=beta)[0]
+
+
+def exemplar_init(ctx: dict) -> np.ndarray:
+    """The shipped mask with the query and background dictionaries learned from exemplar frames
+    (:func:`_exemplar_dictionary`) instead of random atoms: does a deterministic start remove the
+    seed's spread? (The free atoms stay random.)"""
+    from unittest import mock
+
+    from sourcesep import nmf
+
+    with mock.patch.object(nmf, "learn_dictionary", _exemplar_dictionary):
+        return _shipped_mask(ctx)
+
+
+def ratio_score(ctx: dict, weight: float = 0.5, harmonic_only: bool = False) -> np.ndarray:
+    """The query detector's score weighted by the fraction of each frame the query atoms explain:
+    its level computed from ``s_q · (s_q / s_all)^weight`` instead of ``s_q`` (for clearly
+    harmonic queries only with ``harmonic_only``), the detection (segments and presence) redone
+    with it, then the shipped mask. Cases the shipped detector misses stay silent."""
+    from unittest import mock
+
+    from sourcesep import querydetect
+
+    if harmonic_only and not _query_shifts(ctx["Vq"]):  # not clearly harmonic
+        return _shipped_mask(ctx)
+    plain = querydetect.query_scores
+
+    def weighted(mix_mag, query_mag, **kw):
+        parts = plain(mix_mag, query_mag, **kw)
+        s_q, s_b = parts["query_mag"].sum(0), parts["background_mag"].sum(0)
+        w = (s_q / (s_q + s_b).clamp_min(1e-30)).clamp(1e-6, 1.0).pow(weight)
+        q = parts["query_mag"] * w[None, :]  # the whole frame's sum (s_all) is unchanged
+        return dict(parts, query_mag=q, background_mag=parts["background_mag"] + parts["query_mag"] - q)
+
+    with mock.patch.object(querydetect, "query_scores", weighted):
+        det = querydetect.detect_query(ctx["x"].numpy(), ctx["q"].numpy(), mix_stft=ctx["X"], query_stft=ctx["Q"],
+                                       seed=ctx["seed"])
+    if not det.found:
+        return _zero_mask(ctx)
+    return _shipped_mask(dict(ctx, det=det))
 
 
 VARIANTS = {
@@ -1197,6 +1333,11 @@ VARIANTS = {
     "share-mix": share_mix,
     "matched-gain": matched_gain,
     "share-from": share_from,
+    "seed-ensemble": seed_ensemble,
+    "prune-atoms": prune_atoms,
+    "band-gain": band_gain,
+    "exemplar-init": exemplar_init,
+    "ratio-score": ratio_score,
 }
 
 
@@ -1225,20 +1366,25 @@ def _load_scorer(cases: Path):
     return mod
 
 
-def run_case(job: tuple) -> tuple[str, float]:
+def run_case(job: tuple) -> tuple[str, float, bool]:
     """Score one case (folder, variant spec, oracle segments?, the shipped mask's frame-gain
-    exponent[, keyword arguments of the query detector]): SI-SDRi (dB) when the target is
-    present, else leakage (dB re mixture); ``-inf`` leakage for an exactly silent estimate.
-    Any failure is raised as a RuntimeError that names the case and the variant."""
+    exponent[, keyword arguments of the query detector[, NMF seed[, the shipped masker's
+    second-pass share (None: as shipped)]]]): (case, figure, silent), the figure SI-SDRi (dB) when
+    the target is present, else leakage (dB re mixture; ``-inf`` for an exactly silent estimate),
+    ``silent`` whether the estimate is all zeros. The seed (default 0) seeds the query detector
+    (unless the detector keywords name one) and the shipped masker's decomposition. Any failure is
+    raised as a RuntimeError that names the case and the variant."""
     case_dir, spec, oracle, gain_power, *rest = job
     detector_kw = rest[0] if rest else {}
+    seed = int(rest[1]) if len(rest) > 1 else 0
+    masker_kw = {"frame_gain_power": gain_power, "second_pass_share": rest[2] if len(rest) > 2 else None, "seed": seed}
     try:
-        return _score_case(Path(case_dir), spec, oracle, gain_power, detector_kw)
+        return _score_case(Path(case_dir), spec, oracle, {"seed": seed, **detector_kw}, masker_kw)
     except Exception as e:  # noqa: BLE001 - re-raised with the case's name
         raise RuntimeError(f"case {Path(case_dir).name}, variant {spec}: {type(e).__name__}: {e}") from e
 
 
-def _score_case(d: Path, spec: str, oracle: bool, gain_power: float, detector_kw: dict) -> tuple[str, float]:
+def _score_case(d: Path, spec: str, oracle: bool, detector_kw: dict, masker_kw: dict) -> tuple[str, float, bool]:
     import soundfile as sf
     import torch
 
@@ -1266,7 +1412,7 @@ def _score_case(d: Path, spec: str, oracle: bool, gain_power: float, detector_kw
         ctx = dict(X=X, Q=Q, V=features.magnitude(X), Vq=features.magnitude(Q), times=times, det=det,
                    G=features.magnitude(features.stft(torch.from_numpy(gt), NFFT, HOP)),
                    x=torch.from_numpy(mix), q=torch.from_numpy(query), g=torch.from_numpy(gt),
-                   frame_gain_power=gain_power)
+                   **masker_kw)
         out = np.asarray(VARIANTS[name](ctx, **kw))
         if out.ndim == 1:  # a waveform estimate (n,), e.g. from a phase reconstruction
             est = out.astype(np.float64)
@@ -1276,10 +1422,11 @@ def _score_case(d: Path, spec: str, oracle: bool, gain_power: float, detector_kw
         est = np.zeros(len(mix))
     scorer = _load_scorer(d.parent)
     mix64, gt64 = mix.astype(np.float64), gt.astype(np.float64)
+    silent = not bool(np.any(est))
     if meta["target_present"]:
-        return d.name, float(scorer.si_sdr(est, gt64) - scorer.si_sdr(mix64, gt64))
+        return d.name, float(scorer.si_sdr(est, gt64) - scorer.si_sdr(mix64, gt64)), silent
     e = float(est @ est)
-    return d.name, (10 * np.log10(e / float(mix64 @ mix64)) if e > 0 else -np.inf)
+    return d.name, (10 * np.log10(e / float(mix64 @ mix64)) if e > 0 else -np.inf), silent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1293,9 +1440,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="the shipped mask's frame-gain exponent (default: the shipped "
                          "maskers.FRAME_GAIN_POWER; 0 turns it off: rounds 6-8 were measured without it, "
                          "and rounds 6-9 with --detector-params threshold_frac=0.5,activity_mode=soft)")
+    ap.add_argument("--second-pass-share", type=float, default=None, metavar="S",
+                    help="the shipped masker's second-pass share (default: as shipped, "
+                         "maskers.second_pass_for; 0: one decomposition, as rounds 1-10 were measured)")
     ap.add_argument("--detector-params", default="", metavar="KEY=VALUE,...",
                     help="keyword arguments of the query detector (sourcesep.querydetect.detect_query), "
                          "e.g. threshold_frac=0.4,activity_mode=segments")
+    ap.add_argument("--seeds", type=int, default=1, metavar="K",
+                    help="run every variant with the NMF seeds 0..K-1 (query detector and shipped masker) "
+                         "and give the mean of each figure over them: one seed's median moves by a few "
+                         "tenths of a dB (benchmarks/RESULTS.md, round 11)")
     ap.add_argument("--list", action="store_true", help="list the variants and their parameters")
     args = ap.parse_args(argv)
     if args.list:
@@ -1309,6 +1463,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.cases or not args.variants:
         ap.error("--cases and at least one variant are needed (or --list)")
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     for spec in args.variants:
         parse_variant(spec)
     detector_kw = parse_variant("shipped:" + args.detector_params)[1]
@@ -1322,17 +1478,21 @@ def main(argv: list[str] | None = None) -> int:
     from sourcesep import maskers
 
     gain_power = maskers.FRAME_GAIN_POWER if args.frame_gain_power is None else args.frame_gain_power
-    table: dict[str, dict[str, float]] = {}
+    table: dict[str, dict[str, float]] = {}  # per variant, each case's figure (mean over seeds)
     det_name = "oracle" if args.segments_from_gt else "query"
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         for spec in args.variants:
-            jobs = [(str(cases / n), spec, args.segments_from_gt, gain_power, detector_kw) for n in metas]
-            try:
-                table[spec] = dict(ex.map(run_case, jobs))
-            except RuntimeError as e:
-                print(f"experiments.py: {e}", file=sys.stderr)
-                return 1
-            print(_row(spec, det_name, table[spec], metas, inaudible), flush=True)
+            runs = []
+            for seed in range(args.seeds):
+                jobs = [(str(cases / n), spec, args.segments_from_gt, gain_power, detector_kw, seed,
+                         args.second_pass_share) for n in metas]
+                try:
+                    runs.append({n: (v, silent) for n, v, silent in ex.map(run_case, jobs)})
+                except RuntimeError as e:
+                    print(f"experiments.py: {e}", file=sys.stderr)
+                    return 1
+            table[spec] = {n: float(np.mean([r[n][0] for r in runs])) for n in metas}
+            print(_row(spec, det_name, runs, metas, inaudible), flush=True)
     if args.per_case:
         print("case  " + " ".join(f"{s[:12]:>12s}" for s in args.variants) + "  label")
         for n, c in metas.items():
@@ -1346,19 +1506,45 @@ def _read(path: Path) -> np.ndarray:
     return sf.read(path, dtype="float32")[0]
 
 
-def _row(spec: str, det_name: str, res: dict[str, float], metas: dict, inaudible: set[str]) -> str:
+def _stats(res: dict[str, tuple[float, bool]], metas: dict, inaudible: set[str]) -> dict[str, float]:
+    """One run's figures: mean / median over the present cases, the same over the audible ones
+    and with silent estimates counted as 0 (no improvement), the number of present cases given a
+    silent estimate, group means over the audible cases and the leakage of the absent cases that
+    were not silenced (NaN when all were)."""
     present = [n for n, c in metas.items() if c["target_present"]]
     audible = [n for n in present if n not in inaudible]
-    a, a49 = np.array([res[n] for n in present]), np.array([res[n] for n in audible])
+    a, a49 = np.array([res[n][0] for n in present]), np.array([res[n][0] for n in audible])
+    honest = np.array([0.0 if res[n][1] else res[n][0] for n in present])
+    out = {"mean": a.mean(), "median": np.median(a), "mean49": a49.mean(), "median49": np.median(a49),
+           "honest_mean": honest.mean(), "honest_median": np.median(honest),
+           "silent": float(sum(res[n][1] for n in present))}
     groups: dict[str, list[float]] = {}
     for n in audible:
         c = metas[n]
-        groups.setdefault(f"{c['kind'][:2]}-{c['query_mode'][5:9]}", []).append(res[n])
-    g = " ".join(f"{k} {np.mean(v):5.2f}" for k, v in sorted(groups.items()))
-    leaks = [res[n] for n, c in metas.items() if not c["target_present"] and np.isfinite(res[n])]
-    leak = f"{np.mean(leaks):6.2f}" if leaks else "   -  "
-    return (f"{spec:32s} {det_name:6s} {a.size}: {a.mean():5.2f} / {np.median(a):5.2f}  "
-            f"{a49.size}: {a49.mean():5.2f} / {np.median(a49):5.2f} | {g} | leak (not silenced) {leak}")
+        groups.setdefault(f"group:{c['kind'][:2]}-{c['query_mode'][5:9]}", []).append(res[n][0])
+    out.update({k: float(np.mean(v)) for k, v in groups.items()})
+    leaks = [res[n][0] for n, c in metas.items() if not c["target_present"] and np.isfinite(res[n][0])]
+    out["leak"] = float(np.mean(leaks)) if leaks else float("nan")
+    return out
+
+
+def _row(spec: str, det_name: str, runs: list[dict[str, tuple[float, bool]]], metas: dict,
+         inaudible: set[str]) -> str:
+    """A variant's table row: :func:`_stats` of each run (one per seed), averaged over the runs."""
+    stats = [_stats(r, metas, inaudible) for r in runs]
+    f = {k: float(np.nanmean([s[k] for s in stats])) if any(np.isfinite(s[k]) for s in stats) else float("nan")
+         for k in stats[0]}
+    n_present = sum(c["target_present"] for c in metas.values())
+    g = " ".join(f"{k[6:]} {f[k]:5.2f}" for k in sorted(k for k in f if k.startswith("group:")))
+    leak = f"{f['leak']:6.2f}" if np.isfinite(f["leak"]) else "   -  "
+    seeds = ""
+    if len(runs) > 1:  # how far one seed's medians stray
+        span = lambda k: f"{min(x[k] for x in stats):.2f}-{max(x[k] for x in stats):.2f}"  # noqa: E731
+        seeds = f" | seeds 0-{len(runs) - 1}: medians {span('median')}, {span('median49')}"
+    return (f"{spec:32s} {det_name:6s} {n_present}: {f['mean']:5.2f} / {f['median']:5.2f}  "
+            f"{n_present - len(inaudible)}: {f['mean49']:5.2f} / {f['median49']:5.2f}  "
+            f"silence as 0: {f['honest_mean']:5.2f} / {f['honest_median']:5.2f} ({f['silent']:.0f} silent) | {g} | "
+            f"leak (not silenced) {leak}{seeds}")
 
 
 if __name__ == "__main__":

@@ -63,10 +63,10 @@ def split(tmp_path_factory):
 def test_shipped_variant_scores_what_the_separator_produces(experiments, split):
     torch.set_num_threads(1)
     case = split / "000"
-    name, figure = experiments.run_case((str(case), "shipped", False, FRAME_GAIN_POWER))
+    name, figure, silent = experiments.run_case((str(case), "shipped", False, FRAME_GAIN_POWER))
     mix, gt = sf.read(case / "mix.wav", dtype="float32")[0], sf.read(case / "gt.wav", dtype="float32")[0]
     res = Separator(model="none", threads=1).separate(str(case / "mix.wav"), str(case / "query.wav"))
-    assert name == "000"
+    assert name == "000" and not silent
     si_sdr = experiments._load_scorer(split).si_sdr
     est, mix, gt = (np.asarray(x, np.float64) for x in (res.target, mix, gt))
     assert figure == pytest.approx(si_sdr(est, gt) - si_sdr(mix, gt), abs=0.05)
@@ -74,10 +74,10 @@ def test_shipped_variant_scores_what_the_separator_produces(experiments, split):
 
 
 def test_absent_case_reports_leakage_and_a_bound_reads_the_ground_truth(experiments, split):
-    _, leak = experiments.run_case((str(split / "001"), "shipped", False, FRAME_GAIN_POWER))
-    assert leak == -np.inf or leak < -20.0  # another tone's query finds nothing in a bare bed
-    _, shipped = experiments.run_case((str(split / "000"), "shipped", True, FRAME_GAIN_POWER))
-    _, refined = experiments.run_case((str(split / "000"), "refine-gt", True, FRAME_GAIN_POWER))
+    _, leak, silent = experiments.run_case((str(split / "001"), "shipped", False, FRAME_GAIN_POWER))
+    assert leak < -20.0 and silent == (leak == -np.inf)  # another tone's query finds nothing in a bare bed
+    _, shipped, _ = experiments.run_case((str(split / "000"), "shipped", True, FRAME_GAIN_POWER))
+    _, refined, _ = experiments.run_case((str(split / "000"), "refine-gt", True, FRAME_GAIN_POWER))
     # With oracle segments the activity already is the target's frames: the refinement is a no-op.
     assert refined == pytest.approx(shipped, abs=0.2)
 
@@ -124,11 +124,11 @@ def test_pitch_tracker_follows_a_harmonic_tone_and_calls_noise_unvoiced(experime
 def test_waveform_variants_are_scored_as_estimates(experiments, split):
     torch.set_num_threads(1)
     case = str(split / "000")
-    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
-    _, same = experiments.run_case((case, "misi:iters=0", False, FRAME_GAIN_POWER))  # no iteration: the shipped estimate
+    _, shipped, _ = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, same, _ = experiments.run_case((case, "misi:iters=0", False, FRAME_GAIN_POWER))  # no iteration: the shipped estimate
     assert same == pytest.approx(shipped, abs=1e-3)
-    _, misi = experiments.run_case((case, "misi:iters=3", False, FRAME_GAIN_POWER))
-    _, comb = experiments.run_case((case, "pitch-comb:mode=max,boost=0.5", False, FRAME_GAIN_POWER))
+    _, misi, _ = experiments.run_case((case, "misi:iters=3", False, FRAME_GAIN_POWER))
+    _, comb, _ = experiments.run_case((case, "pitch-comb:mode=max,boost=0.5", False, FRAME_GAIN_POWER))
     assert np.isfinite(misi) and np.isfinite(comb) and misi > 0 and comb > 0
 
 
@@ -136,22 +136,22 @@ def test_trained_network_variant_is_seeded_and_scores(experiments, split):
     torch.set_num_threads(1)
     case = str(split / "000")
     spec = "ttt-eq:eq_db=12,gamma=0.25,loss=bce,steps=20"
-    _, a = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
-    _, b = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
+    _, a, _ = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
+    _, b, _ = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
     assert a == b and np.isfinite(a)  # seeded: the same figure twice
 
 
 def test_frame_gate_variants_and_the_gain_free_baseline(experiments, split, capsys):
     torch.set_num_threads(1)
     case = str(split / "000")
-    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
-    _, before = experiments.run_case((case, "shipped", False, 0.0))  # the shipped mask before round 9
+    _, shipped, _ = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, before, _ = experiments.run_case((case, "shipped", False, 0.0))  # the shipped mask before round 9
     assert np.isfinite(before) and shipped != before
-    _, bound = experiments.run_case((case, "share-gt", True, 0.0))
-    _, nmf_gate = experiments.run_case((case, "nmf-gate", False, 0.0))
+    _, bound, _ = experiments.run_case((case, "share-gt", True, 0.0))
+    _, nmf_gate, _ = experiments.run_case((case, "nmf-gate", False, 0.0))
     spec = "ttt-gate:steps=20"
-    _, a = experiments.run_case((case, spec, False, 0.0))
-    _, b = experiments.run_case((case, spec, False, 0.0))
+    _, a, _ = experiments.run_case((case, spec, False, 0.0))
+    _, b, _ = experiments.run_case((case, spec, False, 0.0))
     assert a == b and all(np.isfinite(v) and v > 0 for v in (bound, nmf_gate, a))
     assert experiments.main(["--cases", str(split), "--jobs", "1", "--frame-gain-power", "0", "shipped"]) == 0
     assert f"{before:5.2f} /" in capsys.readouterr().out
@@ -163,9 +163,9 @@ def test_detector_params_reach_the_query_detector(experiments, split, capsys):
     torch.set_num_threads(1)
     case = str(split / "000")
     earlier = {"threshold_frac": 0.5, "activity_mode": "soft"}
-    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
-    _, same = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, {}))
-    _, before = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, earlier))
+    _, shipped, _ = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, same, _ = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, {}))
+    _, before, _ = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, earlier))
     assert same == shipped and np.isfinite(before) and before != shipped
     argv = ["--cases", str(split), "--jobs", "1", "--detector-params", "threshold_frac=0.5,activity_mode=soft", "shipped"]
     assert experiments.main(argv) == 0
@@ -177,15 +177,15 @@ def test_detector_params_reach_the_query_detector(experiments, split, capsys):
 def test_share_variants_reduce_to_the_shipped_mask_at_their_neutral_setting(experiments, split):
     torch.set_num_threads(1)
     case = str(split / "000")
-    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
-    _, no_second_pass = experiments.run_case((case, "two-pass:thr=0", False, FRAME_GAIN_POWER))
-    _, masker_share_only = experiments.run_case((case, "share-mix:weight=0", False, FRAME_GAIN_POWER))
-    _, same_decomposition = experiments.run_case((case, "share-from", False, FRAME_GAIN_POWER))
+    _, shipped, _ = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, no_second_pass, _ = experiments.run_case((case, "two-pass:thr=0", False, FRAME_GAIN_POWER))
+    _, masker_share_only, _ = experiments.run_case((case, "share-mix:weight=0", False, FRAME_GAIN_POWER))
+    _, same_decomposition, _ = experiments.run_case((case, "share-from", False, FRAME_GAIN_POWER))
     assert same_decomposition == pytest.approx(shipped, abs=1e-3)
     assert no_second_pass == pytest.approx(shipped, abs=1e-3)
     assert masker_share_only == pytest.approx(shipped, abs=1e-3)
-    _, second = experiments.run_case((case, "two-pass:thr=0.5", False, FRAME_GAIN_POWER))
-    _, blended = experiments.run_case((case, "share-mix", False, FRAME_GAIN_POWER))
+    _, second, _ = experiments.run_case((case, "two-pass:thr=0.5", False, FRAME_GAIN_POWER))
+    _, blended, _ = experiments.run_case((case, "share-mix", False, FRAME_GAIN_POWER))
     assert np.isfinite(second) and np.isfinite(blended) and second > 0 and blended > 0
 
 
@@ -194,7 +194,45 @@ def test_matched_gain_leaves_a_query_that_does_not_match_as_shipped(experiments,
     the shipped 0.9): the variant changes nothing for it, whatever its exponent."""
     torch.set_num_threads(1)
     case = str(split / "000")
-    _, shipped = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
+    _, shipped, _ = experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER))
     for spec in (f"matched-gain:p1={FRAME_GAIN_POWER}", "matched-gain:p1=1,rel=90"):
-        _, figure = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
+        _, figure, _ = experiments.run_case((case, spec, False, FRAME_GAIN_POWER))
         assert figure == pytest.approx(shipped, abs=1e-3)
+
+
+def test_seeds_average_the_rows_and_the_silent_estimates_are_counted(experiments, split, capsys):
+    """--seeds K runs every case with the NMF seeds 0..K-1 and gives the mean of each figure; the
+    row also counts the present cases given a silent estimate and scores them as 0 beside."""
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    figures = [experiments.run_case((case, "shipped", False, FRAME_GAIN_POWER, {}, seed))[1] for seed in (0, 1)]
+    assert figures[0] != figures[1]  # the seed reaches the decomposition
+    assert experiments.main(["--cases", str(split), "--jobs", "1", "--seeds", "2", "shipped"]) == 0
+    row = capsys.readouterr().out
+    mean = f"{np.mean(figures):5.2f}"
+    low, high = sorted(figures)
+    assert f"1: {mean} / {mean}" in row and f"seeds 0-1: medians {low:.2f}-{high:.2f}, {low:.2f}-{high:.2f}" in row
+    assert f"silence as 0: {mean} / {mean} (0 silent)" in row
+    # A detector that finds nothing in the present case: a silent estimate, scored as 0 beside.
+    assert experiments.main(["--cases", str(split), "--jobs", "1", "--detector-params", "min_query_share=1.01",
+                             "shipped"]) == 0
+    assert "silence as 0:  0.00 /  0.00 (1 silent)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        experiments.main(["--cases", str(split), "--seeds", "0", "shipped"])
+
+
+def test_second_pass_share_and_the_round_11_variants(experiments, split):
+    """--second-pass-share 0 gives the one-decomposition mask of rounds 1-10, which the two-pass
+    variant turns back into the shipped one; the round-11 variants run, and those with a neutral
+    setting reduce to the shipped mask."""
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    run = lambda spec, share=None: experiments.run_case((case, spec, False, FRAME_GAIN_POWER, {}, 0, share))[1]  # noqa: E731
+    shipped, one_pass = run("shipped"), run("shipped", 0.0)
+    assert shipped != one_pass
+    assert run("two-pass:thr=0.5,width=5", 0.0) == pytest.approx(shipped, abs=1e-3)
+    assert run("band-gain:bands=1") == pytest.approx(shipped, abs=1e-3)
+    assert run("prune-atoms:thr=2", 0.0) == pytest.approx(one_pass, abs=1e-3)  # no atom is that alike
+    for spec in ("seed-ensemble:n=2", "prune-atoms", "band-gain", "exemplar-init", "ratio-score:harmonic_only=true"):
+        figure = run(spec)
+        assert np.isfinite(figure) and figure > 0, spec

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from signals import SR, noise
+from signals import SR, harmonic_tone, noise
 from sourcesep import features
 from sourcesep.dgmo import refine_tv
 from sourcesep.maskers import activity_on_grid, frame_gain, frame_share, mask_nmf, mask_wiener
@@ -182,3 +182,35 @@ def test_frame_gain_attenuates_active_frames_that_hold_only_the_background(pair)
     assert with_gain.info["frame_gain_mean"] < 1.0 and "frame_gain_mean" not in without.info
     assert with_gain.mask[:, bed].mean() < 0.8 * without.mask[:, bed].mean()
     assert with_gain.mask[:, tone].mean() > 0.9 * without.mask[:, tone].mean()
+
+
+def test_a_second_pass_learns_an_interferer_that_sounds_only_inside_estimated_activity(pair):
+    """An estimated detection (2.0-5.5 s) runs on past the tone into another tone (1.1 kHz, 4.0-5.5 s)
+    that never sounds in the inactive frames. The second decomposition's background atoms learn it
+    from the frames the first gives a low target share: less of it passes, and as much of the
+    target tone. Known segments ("oracle") keep one decomposition."""
+    mix, query, _, _ = pair
+    other = harmonic_tone(1.5, f0=1100.0, seed=4)
+    mix = mix.copy()
+    mix[4 * SR: 4 * SR + len(other)] += other
+    X = features.stft(torch.from_numpy(mix), NFFT, HOP)
+    Q = features.stft(torch.from_numpy(query), NFFT, HOP)
+    known = _oracle_detection(X.shape[1], [(2.0, 5.5), (6.5, 8.0)])
+    t = known.times_s
+    estimated = Detection("query", t, known.activity, known.segments, True)
+    inter, tone = (t > 4.2) & (t < 5.3), (t > 2.2) & (t < 3.8)
+    P = X.abs().square().numpy()
+
+    def passed(mask, frames):  # share of the mixture's energy the mask lets through
+        return float((mask[:, frames] ** 2 * P[:, frames]).sum() / P[:, frames].sum())
+
+    two = mask_nmf(X, Q, estimated, frame_times_s=t)
+    one = mask_nmf(X, Q, estimated, frame_times_s=t, second_pass_share=0.0)
+    assert one.info["second_pass_frames"] == 0
+    # the frames handed to the background are the other tone's (1.5 s ≈ 94 frames), not the target's
+    assert 60 <= two.info["second_pass_frames"] <= 110
+    assert passed(two.mask, inter) < 0.6 * passed(one.mask, inter)
+    assert passed(two.mask, tone) > 0.97 * passed(one.mask, tone)
+    k = mask_nmf(X, Q, known, frame_times_s=t)
+    assert k.info["second_pass_frames"] == 0
+    assert np.array_equal(k.mask, mask_nmf(X, Q, known, frame_times_s=t, second_pass_share=0.0).mask)
