@@ -103,21 +103,27 @@ def nmf_dictionaries(
     beta: float = 1.0,
     seed: int = 0,
     query_shifts: Sequence[float] = (),
+    query_atoms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """The three dictionaries of :func:`nmf_parts`, each (F, K) with unit-sum columns.
 
     Returns (W_q, W_b, W_f, background_fixed): the query atoms (learned from the query and its
-    copies transposed by ``query_shifts`` semitones), the background atoms (learned on the frames
-    with activity < 0.5, ``background_fixed`` True; with fewer than 10 such frames they are random
-    and False: to be learned in the fit) and the random initial free atoms.
+    copies transposed by ``query_shifts`` semitones, or ``query_atoms`` (F, n_query_atoms) when
+    given: they depend only on the query, so a second decomposition reuses the first's), the
+    background atoms (learned on the frames with activity < 0.5, ``background_fixed`` True; with
+    fewer than 10 such frames they are random and False: to be learned in the fit) and the random
+    initial free atoms.
     """
     V = mix_mag
     F = V.shape[0]
-    if query_shifts:
-        # Every other frame of each copy: neighbouring frames are near-duplicates, and this halves the cost.
-        copies = [features.shift_frequency(query_mag[:, ::2], st) for st in query_shifts]
-        query_mag = torch.cat([query_mag, *copies], dim=1)
-    Wq = nmf.learn_dictionary(query_mag, n_query_atoms, n_iter=n_iter, beta=beta, seed=seed)
+    if query_atoms is not None:
+        Wq = query_atoms
+    else:
+        if query_shifts:
+            # Every other frame of each copy: neighbouring frames are near-duplicates, and this halves the cost.
+            copies = [features.shift_frequency(query_mag[:, ::2], st) for st in query_shifts]
+            query_mag = torch.cat([query_mag, *copies], dim=1)
+        Wq = nmf.learn_dictionary(query_mag, n_query_atoms, n_iter=n_iter, beta=beta, seed=seed)
     inactive = activity < 0.5
     fixed_b = int(inactive.sum()) >= 10
     if fixed_b:
@@ -155,6 +161,11 @@ def nmf_parts(
     W, H, _ = nmf_fit(mix_mag, query_mag, activity, n_query_atoms=n_query_atoms,
                       n_background_atoms=n_background_atoms, n_free_atoms=n_free_atoms, n_iter=n_iter,
                       beta=beta, seed=seed, query_shifts=query_shifts)
+    return _split(W, H, n_query_atoms)
+
+
+def _split(W: torch.Tensor, H: torch.Tensor, n_query_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, B) (F, T) each: the query atoms' part of W @ H and the rest."""
     k = n_query_atoms
     return W[:, :k] @ H[:k], W[:, k:] @ H[k:]
 
@@ -171,15 +182,17 @@ def nmf_fit(
     beta: float = 1.0,
     seed: int = 0,
     query_shifts: Sequence[float] = (),
+    query_atoms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """The decomposition behind :func:`nmf_parts` (same arguments): (W (F, K), H (K, T),
-    background_fixed), the atoms in the order query, background, free (K = the three sizes), and
-    whether the background atoms were learned on inactive frames and kept fixed
-    (:func:`nmf_dictionaries`)."""
+    """The decomposition behind :func:`nmf_parts` (same arguments, and ``query_atoms`` as
+    :func:`nmf_dictionaries` takes them): (W (F, K), H (K, T), background_fixed), the atoms in the
+    order query, background, free (K = the three sizes; the query atoms stay as learned), and
+    whether the background atoms were learned on inactive frames and kept fixed."""
     V = mix_mag
     Wq, Wb, Wf, fixed_b = nmf_dictionaries(V, query_mag, activity, n_query_atoms=n_query_atoms,
                                            n_background_atoms=n_background_atoms, n_free_atoms=n_free_atoms,
-                                           n_iter=n_iter, beta=beta, seed=seed, query_shifts=query_shifts)
+                                           n_iter=n_iter, beta=beta, seed=seed, query_shifts=query_shifts,
+                                           query_atoms=query_atoms)
     W0 = torch.cat([Wq, Wb, Wf], dim=1)
     H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS, device=V.device)
     learn = torch.zeros(W0.shape[1], dtype=torch.bool, device=V.device)
@@ -210,23 +223,28 @@ def second_pass_for(detection: Detection, share: float | None = None) -> float:
 
 def nmf_two_pass(
     mix_mag: torch.Tensor, query_mag: torch.Tensor, activity: torch.Tensor, *, threshold: float, width: int = 5,
-    **sizes: Any,
+    n_query_atoms: int = 32, **sizes: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """:func:`nmf_parts` (``sizes`` its keyword arguments), then, when some active frames
-    (activity ≥ 0.5) have a target share (:func:`frame_share` over ``width`` frames) below
-    ``threshold``, :func:`nmf_parts` again with those frames counted as inactive, so its fixed
-    background atoms also learn the interferers that sound inside the activity.
+    """:func:`nmf_parts` (``n_query_atoms`` and ``sizes`` its keyword arguments), then, when some
+    active frames (activity ≥ 0.5) have a target share (:func:`frame_share` over ``width`` frames)
+    below ``threshold``, the decomposition again with those frames counted as inactive (and the
+    same query atoms), so its fixed background atoms also learn the interferers that sound inside
+    the activity.
 
     mix_mag (F, T), query_mag (F, Tq), activity (T,) in [0, 1]. Returns (S (F, T), B (F, T), the
     number of active frames that trained the second pass's background atoms; 0: one pass).
     """
-    S, B = nmf_parts(mix_mag, query_mag, activity, **sizes)
+    W, H, _ = nmf_fit(mix_mag, query_mag, activity, n_query_atoms=n_query_atoms, **sizes)
+    S, B = _split(W, H, n_query_atoms)
     if threshold <= 0:
         return S, B, 0
     low = frame_share(mix_mag, S, B, width=width) < threshold
     n_low = int((low & (activity >= 0.5)).sum())
     if n_low > 0:
-        S, B = nmf_parts(mix_mag, query_mag, torch.where(low, torch.zeros_like(activity), activity), **sizes)
+        second = torch.where(low, torch.zeros_like(activity), activity)
+        W, H, _ = nmf_fit(mix_mag, query_mag, second, n_query_atoms=n_query_atoms,
+                          query_atoms=W[:, :n_query_atoms], **sizes)
+        S, B = _split(W, H, n_query_atoms)
     return S, B, n_low
 
 

@@ -144,6 +144,11 @@ def test_nmf_dictionaries_learn_the_background_only_where_the_target_is_silent(p
     tone = int(1000 * NFFT / SR)
     per_atom = lambda W: float(W[tone - 1:tone + 2].sum()) / W.shape[1]  # noqa: E731
     assert per_atom(Wq) > 5 * per_atom(Wb), (per_atom(Wq), per_atom(Wb))
+    # Given query atoms (a second decomposition's) are used as they are; the rest is learned as before.
+    given = torch.rand(V.shape[0], 8, generator=torch.Generator().manual_seed(1))
+    Wq2, Wb2, Wf2, _ = nmf_dictionaries(V, Vq, act, n_query_atoms=8, n_background_atoms=6, n_free_atoms=3,
+                                        query_atoms=given)
+    assert Wq2 is given and torch.equal(Wb2, Wb) and torch.equal(Wf2, Wf)
     # Fewer than 10 inactive frames: the background atoms are random, to be learned in the fit.
     _, _, _, fixed = nmf_dictionaries(V, Vq, torch.ones(V.shape[1]))
     assert not fixed
