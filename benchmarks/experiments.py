@@ -2,19 +2,22 @@
 """Masker and detector experiments on a benchmark split: one table row per variant.
 
   python benchmarks/experiments.py --cases ../shared/bench/dev shipped eq-gt:bands=16,power=0.5 \
-      [--segments-from-gt] [--per-case] [--jobs 2]
+      [--segments-from-gt] [--per-case] [--jobs 2] [--seeds K]
 
 Each VARIANT is ``NAME`` or ``NAME:key=value,...`` (see ``--list``). Every variant runs the
 shipped query detector (or oracle segments from gt.wav with ``--segments-from-gt``, as in
 quality.py), builds its mask and applies it to the mixture STFT (or returns the target waveform
 itself, as the phase-reconstruction variant does), and scores the estimate with the
 benchmark's own SI-SDR (imported from CASES/../score.py). The row gives the scorer's mean / median
-over the present cases, the same over the cases with an audible target, group means over those
-(event same-class, event same-source, music, speech), and the leakage of the absent cases that
-were not silenced. ``shipped`` equals ``quality.py --detector query --masker nmf``.
+over the present cases, the same over the cases with an audible target and with silent estimates
+counted as 0 (the scorer rewards silence), group means over the audible cases (event same-class,
+event same-source, music, speech), and the leakage of the absent cases that were not silenced;
+with ``--seeds K``, each figure's mean over NMF seeds 0..K-1 and the range of the medians.
+``shipped`` equals ``quality.py --detector query --masker nmf``.
 
 Variants named ``*-gt`` read gt.wav: they are bounds (what a perfect estimate of one quantity
-would give), not methods. The round-6 and round-7 logs in benchmarks/RESULTS.md were measured with this script.
+would give), not methods. The round-6 to round-11 logs in benchmarks/RESULTS.md were measured with
+this script.
 """
 
 from __future__ import annotations
