@@ -1210,9 +1210,9 @@ def prune_atoms(ctx: dict, thr: float = 0.8) -> np.ndarray:
         return _zero_mask(ctx)
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
     kq = kb = 32
-    W, H, fixed_b = maskers.nmf_fit(V, Vq, act, n_query_atoms=kq, n_background_atoms=kb,
-                                    n_free_atoms=maskers.free_atoms_for(ctx["det"]),
-                                    query_shifts=_query_shifts(Vq), seed=ctx["seed"])
+    W, H, _, fixed_b = maskers.nmf_fit(V, Vq, act, n_query_atoms=kq, n_background_atoms=kb,
+                                       n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                                       query_shifts=_query_shifts(Vq), seed=ctx["seed"])
     keep = torch.ones(kq)
     if fixed_b:
         unit = W / W.norm(dim=0, keepdim=True).clamp_min(1e-12)

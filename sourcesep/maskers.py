@@ -28,7 +28,7 @@ the target is active but the decomposition is unsure); outside activity the mask
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ def nmf_dictionaries(
     query_shifts: Sequence[float] = (),
     query_atoms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-    """The three dictionaries of :func:`nmf_parts`, each (F, K) with unit-sum columns.
+    """The three dictionaries of :func:`nmf_fit`, each (F, K) with unit-sum columns.
 
     Returns (W_q, W_b, W_f, background_fixed): the query atoms (learned from the query and its
     copies transposed by ``query_shifts`` semitones, or ``query_atoms`` (F, n_query_atoms) when
@@ -134,71 +134,50 @@ def nmf_dictionaries(
     return Wq, Wb, Wf, fixed_b
 
 
-def nmf_parts(
-    mix_mag: torch.Tensor,
-    query_mag: torch.Tensor,
-    activity: torch.Tensor,
-    *,
-    n_query_atoms: int = 32,
-    n_background_atoms: int = 32,
-    n_free_atoms: int = 8,
-    n_iter: int = 40,
-    beta: float = 1.0,
-    seed: int = 0,
-    query_shifts: Sequence[float] = (),
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Target and background magnitude estimates (F, T) each, from semi-supervised NMF.
+class Decomposition(NamedTuple):
+    """A semi-supervised NMF of the mixture (:func:`nmf_fit`): V ≈ W @ H."""
 
-    mix_mag (F, T), query_mag (F, Tq) magnitudes; activity (T,) in [0, 1].
-    Atoms (:func:`nmf_dictionaries`): ``n_query_atoms`` learned from the query (fixed), and from
-    copies of it transposed by each of ``query_shifts`` (semitones), so a harmonic target at other
-    pitches than the query's is still covered; ``n_background_atoms`` learned on the
-    frames with activity < 0.5 (fixed: what the mixture sounds like without the target);
-    ``n_free_atoms`` learned on the whole mixture and counted as background (interferers that
-    only sound while the target does). With fewer than 10 inactive frames all background atoms
-    are free.
-    """
-    W, H, _ = nmf_fit(mix_mag, query_mag, activity, n_query_atoms=n_query_atoms,
-                      n_background_atoms=n_background_atoms, n_free_atoms=n_free_atoms, n_iter=n_iter,
-                      beta=beta, seed=seed, query_shifts=query_shifts)
-    return _split(W, H, n_query_atoms)
+    W: torch.Tensor  # (F, K): the query atoms, then the background atoms, then the free atoms
+    H: torch.Tensor  # (K, T)
+    n_query_atoms: int
+    background_fixed: bool  # whether the background atoms were learned on inactive frames and kept
 
-
-def _split(W: torch.Tensor, H: torch.Tensor, n_query_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, B) (F, T) each: the query atoms' part of W @ H and the rest."""
-    k = n_query_atoms
-    return W[:, :k] @ H[:k], W[:, k:] @ H[k:]
+    def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, B) (F, T) each: the query atoms' part of W @ H (the target) and the rest."""
+        k = self.n_query_atoms
+        return self.W[:, :k] @ self.H[:k], self.W[:, k:] @ self.H[k:]
 
 
 def nmf_fit(
-    mix_mag: torch.Tensor,
-    query_mag: torch.Tensor,
-    activity: torch.Tensor,
-    *,
-    n_query_atoms: int = 32,
-    n_background_atoms: int = 32,
-    n_free_atoms: int = 8,
-    n_iter: int = 40,
-    beta: float = 1.0,
-    seed: int = 0,
-    query_shifts: Sequence[float] = (),
-    query_atoms: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """The decomposition behind :func:`nmf_parts` (same arguments, and ``query_atoms`` as
-    :func:`nmf_dictionaries` takes them): (W (F, K), H (K, T), background_fixed), the atoms in the
-    order query, background, free (K = the three sizes; the query atoms stay as learned), and
-    whether the background atoms were learned on inactive frames and kept fixed."""
+    mix_mag: torch.Tensor, query_mag: torch.Tensor, activity: torch.Tensor, *, n_iter: int = 40, beta: float = 1.0,
+    **dictionaries: Any,
+) -> Decomposition:
+    """Semi-supervised NMF of the mixture with the dictionaries of :func:`nmf_dictionaries`
+    (``dictionaries`` its other keyword arguments: sizes, seed, transpositions, given query atoms).
+
+    mix_mag (F, T), query_mag (F, Tq) magnitudes; activity (T,) in [0, 1]. The query atoms stay as
+    learned from the query (and its transposed copies), so a harmonic target at other pitches than
+    the query's is still covered; the background atoms stay as learned on the frames with activity
+    < 0.5 (what the mixture sounds like without the target); the free atoms are learned on the
+    whole mixture and count as background (interferers that only sound while the target does).
+    With fewer than 10 inactive frames all background atoms are learned in the fit. ``n_iter``
+    multiplicative updates of the beta-divergence ``beta`` (1: Kullback-Leibler).
+    """
     V = mix_mag
-    Wq, Wb, Wf, fixed_b = nmf_dictionaries(V, query_mag, activity, n_query_atoms=n_query_atoms,
-                                           n_background_atoms=n_background_atoms, n_free_atoms=n_free_atoms,
-                                           n_iter=n_iter, beta=beta, seed=seed, query_shifts=query_shifts,
-                                           query_atoms=query_atoms)
+    Wq, Wb, Wf, fixed_b = nmf_dictionaries(V, query_mag, activity, n_iter=n_iter, beta=beta, **dictionaries)
     W0 = torch.cat([Wq, Wb, Wf], dim=1)
     H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS, device=V.device)
     learn = torch.zeros(W0.shape[1], dtype=torch.bool, device=V.device)
-    learn[n_query_atoms + (n_background_atoms if fixed_b else 0):] = True
+    learn[Wq.shape[1] + (Wb.shape[1] if fixed_b else 0):] = True
     W, H = nmf.beta_nmf(V, W0, H0, n_iter=n_iter, beta=beta, update_w=learn)
-    return W, H, fixed_b
+    return Decomposition(W, H, Wq.shape[1], fixed_b)
+
+
+def nmf_parts(mix_mag: torch.Tensor, query_mag: torch.Tensor, activity: torch.Tensor,
+              **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target and background magnitude estimates (S, B), (F, T) each, of :func:`nmf_fit` (``kw``
+    its keyword arguments)."""
+    return nmf_fit(mix_mag, query_mag, activity, **kw).parts()
 
 
 def free_atoms_for(detection: Detection, n_free_atoms: int | None = None) -> int:
@@ -223,28 +202,25 @@ def second_pass_for(detection: Detection, share: float | None = None) -> float:
 
 def nmf_two_pass(
     mix_mag: torch.Tensor, query_mag: torch.Tensor, activity: torch.Tensor, *, threshold: float, width: int = 5,
-    n_query_atoms: int = 32, **sizes: Any,
+    **kw: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """:func:`nmf_parts` (``n_query_atoms`` and ``sizes`` its keyword arguments), then, when some
-    active frames (activity ≥ 0.5) have a target share (:func:`frame_share` over ``width`` frames)
-    below ``threshold``, the decomposition again with those frames counted as inactive (and the
-    same query atoms), so its fixed background atoms also learn the interferers that sound inside
-    the activity.
+    """:func:`nmf_fit` (``kw`` its keyword arguments), then, when some active frames (activity
+    ≥ 0.5) have a target share (:func:`frame_share` over ``width`` frames) below ``threshold``, the
+    decomposition again with those frames counted as inactive (and the same query atoms), so its
+    fixed background atoms also learn the interferers that sound inside the activity.
 
     mix_mag (F, T), query_mag (F, Tq), activity (T,) in [0, 1]. Returns (S (F, T), B (F, T), the
     number of active frames that trained the second pass's background atoms; 0: one pass).
     """
-    W, H, _ = nmf_fit(mix_mag, query_mag, activity, n_query_atoms=n_query_atoms, **sizes)
-    S, B = _split(W, H, n_query_atoms)
+    first = nmf_fit(mix_mag, query_mag, activity, **kw)
+    S, B = first.parts()
     if threshold <= 0:
         return S, B, 0
     low = frame_share(mix_mag, S, B, width=width) < threshold
     n_low = int((low & (activity >= 0.5)).sum())
     if n_low > 0:
         second = torch.where(low, torch.zeros_like(activity), activity)
-        W, H, _ = nmf_fit(mix_mag, query_mag, second, n_query_atoms=n_query_atoms,
-                          query_atoms=W[:, :n_query_atoms], **sizes)
-        S, B = _split(W, H, n_query_atoms)
+        S, B = nmf_fit(mix_mag, query_mag, second, **kw, query_atoms=first.W[:, :first.n_query_atoms]).parts()
     return S, B, n_low
 
 
@@ -396,7 +372,7 @@ def mask_nmf(
     floor : lowest mask value inside activity. power : exponent p of ``S^p / (S^p + B^p)``
         (magnitude domain; 0.25 is much softer than a magnitude ratio (p=1) and measured best:
         it trusts the decomposition only where one side clearly dominates).
-    n_query_atoms, n_background_atoms, n_free_atoms, n_iter : NMF sizes (see :func:`nmf_parts`);
+    n_query_atoms, n_background_atoms, n_free_atoms, n_iter : NMF sizes (see :func:`nmf_fit`);
         ``n_free_atoms=None`` picks :func:`free_atoms_for` the detection.
     frame_times_s : (T,) frame times of ``mix_stft`` (s), for resampling the activity.
     hp_prior : exponent γ of the harmonic/percussive prior ``(h_q·M_H + (1 - h_q)·(1 - M_H))^γ``
