@@ -797,7 +797,8 @@ def ttt_eq(ctx: dict, gamma: float = 0.25, combine: str = "pow", eq_db: float = 
     of the query magnitude |Q| (F, Tq) restricted to its frames within ``q_loud_db`` dB of its
     loudest (digital silence and near-silence dropped; tiled when shorter than ``crop``) or, with
     ``q_shifts`` and a clearly harmonic query (the shipped rule, :func:`_query_shifts`), with equal
-    probability of one of its copies transposed by the shipped HARMONIC_QUERY_SHIFTS, times a random smooth envelope (:func:`_random_envelopes`:
+    probability of one of its copies transposed by the shipped HARMONIC_QUERY_SHIFTS, times a
+    random smooth envelope (:func:`_random_envelopes`:
     ``eq_bands`` mel-band gains uniform in ± ``eq_db`` dB; 0 turns the augmentation off, the
     round-4 control) and transposed by a uniform ± ``shift_st`` semitones; background = a random
     crop of the first pass's residual: ``bg`` "resid" |X|·(1 − m_s) over all frames, m_s the

@@ -88,12 +88,15 @@ def build_parser() -> _Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     io = sep.add_argument_group("inputs and outputs")
-    io.add_argument("--mix_wav", "--mix-wav", required=True, metavar="PATH", help="the mixture (any format libsndfile reads; resampled to 16 kHz mono)")
-    io.add_argument("--query_wav", "--query-wav", required=True, metavar="PATH", help="a 1-3 s example of the sound to extract")
+    io.add_argument("--mix_wav", "--mix-wav", required=True, metavar="PATH",
+                    help="the mixture (any format libsndfile reads; resampled to 16 kHz mono)")
+    io.add_argument("--query_wav", "--query-wav", required=True, metavar="PATH",
+                    help="a 1-3 s example of the sound to extract")
     io.add_argument("--gt_wav", "--gt-wav", metavar="PATH", help="ground-truth target, to compute metrics (optional)")
     io.add_argument("--out_dir", "--out-dir", default="out", metavar="DIR", help="output folder (default: out)")
     io.add_argument("--config", metavar="FILE.yaml", help="YAML file of parameters and runtime options")
-    io.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS, help="parameter preset: 'seed' = the original design's AST detector + stitching/DGMO masker")
+    io.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+                    help="parameter preset: 'seed' = the original design's AST detector + stitching/DGMO masker")
     io.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
 
     rt = sep.add_argument_group("model and runtime")
