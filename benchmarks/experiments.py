@@ -1229,21 +1229,17 @@ def band_gain(ctx: dict, bands: int = 4, width: int = 15) -> np.ndarray:
     turned down only where the interferer is. ``bands=1`` is the shipped gain."""
     import torch
 
-    from sourcesep import hpss, maskers
+    from sourcesep import features, hpss, maskers
 
     if (parts := _shipped_parts(ctx)) is None:
         return _zero_mask(ctx)
     act, V, Vq, S, B = parts
     m, _ = maskers.ratio_mask(V, Vq, S, B, act, harmonic_fraction=hpss.harmonic_fraction(Vq))
-    P, r = V.square(), S / (S + B + 1e-10)
     F = V.shape[0]
-    mel = np.linspace(0.0, 2595 * np.log10(1 + SR / 2 / 700), bands + 1)
-    edges = (700 * (10 ** (mel / 2595) - 1) / (SR / 2) * (F - 1)).round().astype(int)
-    shares = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        hi = max(hi, lo + 1)
-        share = ((r[lo:hi] * P[lo:hi]).sum(0) / P[lo:hi].sum(0).clamp_min(1e-10)).clamp(0, 1)
-        shares.append(hpss.smooth_along_time(share[None], width)[0])
+    hz = features._mel_to_hz(np.linspace(0.0, features._hz_to_mel(SR / 2), bands + 1))
+    edges = (hz / (SR / 2) * (F - 1)).round().astype(int)
+    rows = [slice(lo, max(hi, lo + 1)) for lo, hi in zip(edges[:-1], edges[1:])]  # each band's bins
+    shares = [maskers.frame_share(V[r], S[r], B[r], width=width) for r in rows]
     centres = (edges[:-1] + edges[1:]) / 2
     interp = torch.as_tensor(np.stack([np.interp(np.arange(F), centres, row) for row in np.eye(bands)]),
                              dtype=torch.float32)  # (bands, F): each bin between its two nearest bands
