@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import inspect
 import json
 import sys
@@ -1359,17 +1358,11 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return name, kw
 
 
-def _load_scorer(cases: Path):
-    spec = importlib.util.spec_from_file_location("bench_score", cases.parent / "score.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def run_case(job: tuple) -> tuple[str, float, bool]:
     """Score one case (folder, variant spec, oracle segments?, the shipped mask's frame-gain
     exponent[, keyword arguments of the query detector[, NMF seed[, the shipped masker's
-    second-pass share (None: as shipped)]]]): (case, figure, silent), the figure SI-SDRi (dB) when
+    second-pass share (None: as shipped)[, whether a mask is scaled to a largest value of 1, as the
+    Separator scales the NMF maskers' (default True)]]]]): (case, figure, silent), the figure SI-SDRi (dB) when
     the target is present, else leakage (dB re mixture; ``-inf`` for an exactly silent estimate),
     ``silent`` whether the estimate is all zeros. The seed (default 0) seeds the query detector
     (unless the detector keywords name one) and the shipped masker's decomposition. Any failure is
@@ -1378,13 +1371,15 @@ def run_case(job: tuple) -> tuple[str, float, bool]:
     detector_kw = rest[0] if rest else {}
     seed = int(rest[1]) if len(rest) > 1 else 0
     masker_kw = {"frame_gain_power": gain_power, "second_pass_share": rest[2] if len(rest) > 2 else None, "seed": seed}
+    peak_scale = bool(rest[3]) if len(rest) > 3 else True
     try:
-        return _score_case(Path(case_dir), spec, oracle, {"seed": seed, **detector_kw}, masker_kw)
+        return _score_case(Path(case_dir), spec, oracle, {"seed": seed, **detector_kw}, masker_kw, peak_scale)
     except Exception as e:  # noqa: BLE001 - re-raised with the case's name
         raise RuntimeError(f"case {Path(case_dir).name}, variant {spec}: {type(e).__name__}: {e}") from e
 
 
-def _score_case(d: Path, spec: str, oracle: bool, detector_kw: dict, masker_kw: dict) -> tuple[str, float, bool]:
+def _score_case(d: Path, spec: str, oracle: bool, detector_kw: dict, masker_kw: dict,
+                peak_scale: bool = True) -> tuple[str, float, bool]:
     import soundfile as sf
     import torch
 
@@ -1417,10 +1412,14 @@ def _score_case(d: Path, spec: str, oracle: bool, detector_kw: dict, masker_kw: 
         if out.ndim == 1:  # a waveform estimate (n,), e.g. from a phase reconstruction
             est = out.astype(np.float64)
         else:  # a mask (F, T) on the mixture's STFT
+            if peak_scale and out.max() > 0:  # as the Separator scales the NMF maskers' masks
+                out = np.minimum(out / out.max(), 1.0)
             est = np.asarray(reconstruct.apply_mask(X, torch.as_tensor(out), NFFT, HOP, len(mix)), dtype=np.float64)
     else:
         est = np.zeros(len(mix))
-    scorer = _load_scorer(d.parent)
+    from quality import load_scorer
+
+    scorer = load_scorer(d.parent.parent / "score.py")
     mix64, gt64 = mix.astype(np.float64), gt.astype(np.float64)
     silent = not bool(np.any(est))
     if meta["target_present"]:
@@ -1450,6 +1449,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run every variant with the NMF seeds 0..K-1 (query detector and shipped masker) "
                          "and give the mean of each figure over them: one seed's median moves by a few "
                          "tenths of a dB (benchmarks/RESULTS.md, round 11)")
+    ap.add_argument("--raw-scale", action="store_true",
+                    help="leave each mask at its own scale instead of scaling it to a largest value of 1 "
+                         "(as the Separator does since round 12); only the leakage changes: rounds 1-11 "
+                         "were measured so")
     ap.add_argument("--list", action="store_true", help="list the variants and their parameters")
     args = ap.parse_args(argv)
     if args.list:
@@ -1485,7 +1488,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for seed in range(args.seeds):
                 jobs = [(str(cases / n), spec, args.segments_from_gt, gain_power, detector_kw, seed,
-                         args.second_pass_share) for n in metas]
+                         args.second_pass_share, not args.raw_scale) for n in metas]
                 try:
                     runs.append({n: (v, silent) for n, v, silent in ex.map(run_case, jobs)})
                 except RuntimeError as e:

@@ -17,6 +17,7 @@ it: the figure a perfect temporal detector would give.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, str(scorer), str(score_cases), str(out), "--json", str(out / "score.json")]
     rc = subprocess.call(cmd, env=dict(os.environ))
     if rc == 0:
-        caveats(score_cases, out)
+        caveats(score_cases, out, scorer)
     return rc
 
 
@@ -187,27 +188,37 @@ def bootstrap_interval(values, stat=np.median, level: float = 0.95, draws: int =
     return float(lo), float(hi)
 
 
-def caveats(cases_dir: Path, out: Path) -> None:
+def caveats(cases_dir: Path, out: Path, scorer: Path) -> None:
     """Figures that the scorer's table hides (see benchmarks/RESULTS.md, "Reading the numbers").
 
     * score.py gives an all-zero estimate SI-SDR 0 dB, so a silent output on a present case
       scores SI-SDRi = -SI-SDR(mix), which is positive whenever the mixture's SI-SDR is negative.
     * Some cases' gt.wav is at quantisation level (the target is inaudible in the mixture): they
       behave as absent cases and a silent output gains 30-100 dB there.
+    * SI-SDR ignores the estimate's level, and leakage is lowered by any quieter output: the level
+      of the estimate against the true target (the SI-SDR projection's scale) shows both.
+    * The residual (mixture − estimate) is an output too: its SI-SDRi against mixture − gt.
     """
     import soundfile as sf
 
+    si_sdr = load_scorer(scorer).si_sdr
     rows = json.loads((out / "score.json").read_text())["cases"]
     present = [r for r in rows if r.get("si_sdri") is not None]
     silent, inaudible = set(), set()
+    level_db, residual_sdri = [], []
     for r in rows:
         est_path = out / r["case"] / "target.wav"
-        if est_path.exists() and not np.any(sf.read(est_path, dtype="float32")[0]):
+        est = sf.read(est_path, dtype="float64")[0] if est_path.exists() else None
+        if est is not None and not np.any(est):
             silent.add(r["case"])
         if r.get("si_sdri") is not None:
-            gt, _ = sf.read(cases_dir / r["case"] / "gt.wav", dtype="float32")
+            gt, _ = sf.read(cases_dir / r["case"] / "gt.wav", dtype="float64")
             if np.abs(gt).max() < 1e-3:
                 inaudible.add(r["case"])
+            elif est is not None and r["case"] not in silent and est.size == gt.size:
+                mix, _ = sf.read(cases_dir / r["case"] / "mix.wav", dtype="float64")
+                level_db.append(20 * np.log10(max(float(est @ gt) / float(gt @ gt), 1e-6)))
+                residual_sdri.append(si_sdr(mix - est, mix - gt) - si_sdr(mix, mix - gt))
     absent = [r for r in rows if r.get("leak_db") is not None]
 
     def stat(v):
@@ -228,6 +239,16 @@ def caveats(cases_dir: Path, out: Path) -> None:
                   f"mean {m0:.2f} to {m1:.2f}, median {d0:.2f} to {d1:.2f}")
     print(f"  absent cases output silent: {len(silent & {r['case'] for r in absent})} of {len(absent)}; "
           f"leakage of the others (dB): {stat([r['leak_db'] for r in absent if r['case'] not in silent])}")
+    print(f"  audible cases, not silent: estimate's level re the true target (dB): {stat(level_db)}")
+    print(f"  audible cases, not silent: residual SI-SDRi (vs mixture − gt):       {stat(residual_sdri)}")
+
+
+def load_scorer(path: Path):
+    """The benchmark's own ``score.py`` (at ``path``) as a module, for its ``si_sdr``."""
+    spec = importlib.util.spec_from_file_location("bench_score", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 if __name__ == "__main__":

@@ -91,6 +91,11 @@ class Params(_Schema):
     )
     mask_floor: float = Field(0.08, ge=0.0, lt=1.0, description="Lowest mask value.")
     soft_masking: bool = Field(True, description="Soft (ratio) mask; off = binary mask at 0.5.")
+    unit_peak_mask: bool = Field(
+        True,
+        description="Scale the nmf/wiener mask, by one factor per mixture, so its largest value is 1: the target "
+        "comes out near its level instead of about 14 dB below it (SI-SDR is the same either way).",
+    )
     use_embedding_masking: bool = Field(
         False, description="Blend in semantic (AST embedding) similarity per frame (needs an AST)."
     )

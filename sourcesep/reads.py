@@ -26,8 +26,8 @@ MASKER_READS: dict[str, frozenset[str]] = {
     "seed": frozenset({"n_mels", "time_mask_sharpening", "gamma_profile", "mask_floor", "soft_masking",
                        "use_embedding_masking", "semantic_blending", "similarity_smoothing",
                        "use_spectrogram_features", "opt_steps", "lr", "lambda_tv", "lambda_sat"}),
-    "nmf": frozenset({"mask_floor"}),
-    "wiener": frozenset({"mask_floor", "opt_steps", "lr", "lambda_tv"}),
+    "nmf": frozenset({"mask_floor", "unit_peak_mask"}),
+    "wiener": frozenset({"mask_floor", "unit_peak_mask", "opt_steps", "lr", "lambda_tv"}),
 }
 
 _DETECTOR_KEYS = frozenset().union(*DETECTOR_READS.values())

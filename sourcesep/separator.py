@@ -22,7 +22,7 @@ import torch
 from . import audio, detect, features, metrics, reconstruct
 from .errors import InputError, ParamError
 from .params import DEFAULT_MODEL, Params, check_weights_free, resolve, validate_runtime
-from .reads import describe_unused, unused_params
+from .reads import MASKER_READS, describe_unused, unused_params
 from .types import Classification, Detection, MaskResult, Segment
 
 AudioSource = str | Path | np.ndarray
@@ -512,10 +512,13 @@ class Separator:
 
         plan = Plan(params, sources, detector_name, masker_name, classification, known)
         if len(mix_x) > params.chunk_sec * audio.SAMPLE_RATE:
-            detection, mres, target = self._separate_chunked(mix_x, query_x, plan, timer)
+            detection, mres, target, peak = self._separate_chunked(mix_x, query_x, plan, timer)
         else:
             detection, mres, target = self._separate_array(mix_x, query_x, plan, timer)
+            peak = float(mres.mask.max()) if mres.mask.size else 0.0
         with timer("reconstruct"):
+            if params.unit_peak_mask and "unit_peak_mask" in MASKER_READS[masker_name]:
+                target, mres = _scale_to_unit_peak(target, mres, peak)
             # Bit-exact split: target + residual == mixture in float32 (see reconstruct.split).
             target, residual = reconstruct.split(mix_x, target)
 
@@ -591,13 +594,14 @@ class Separator:
         query_x: np.ndarray,
         plan: Plan,
         timer: Timer,
-    ) -> tuple[Detection, MaskResult, np.ndarray]:
+    ) -> tuple[Detection, MaskResult, np.ndarray, float]:
         """Separate a long mixture in chunks of ``chunk_sec`` with context on both sides.
 
         Each chunk is processed with ``overlap`` seconds of context either side, and neighbouring
         targets are cross-faded with complementary raised-cosine ramps over that overlap, so memory
         stays bounded by the chunk size and there are no seams. Detections and masks are kept from
-        each chunk's own span and put back on the global grid.
+        each chunk's own span and put back on the global grid. Also returns the largest mask value
+        of any chunk, context included (what :func:`_scale_to_unit_peak` scales by).
         """
         params = plan.params
         sr, hop, n = audio.SAMPLE_RATE, params.hop, len(mix_x)
@@ -615,11 +619,12 @@ class Separator:
         mask = np.zeros((params.nfft // 2 + 1, n_frames), np.float32)
         activity = np.zeros(n_frames, np.float32)
         segments: list[Segment] = []
-        found, first = False, None
+        found, first, peak = False, None, 0.0
         for s, e in bounds:
             a, b = max(0, s - ov), min(n, e + ov)
             det, mres, t = self._separate_array(mix_x[a:b], query_x, plan, timer, a / sr)
             first = first or (det, mres)
+            peak = max(peak, float(mres.mask.max()))
             found |= det.found
             w = np.ones(b - a, np.float32)
             ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(2 * ov) + 0.5) / (2 * ov))).astype(np.float32)
@@ -647,7 +652,7 @@ class Separator:
                               threshold=det0.threshold, evidence={"chunks": len(bounds), "first_chunk": det0.evidence})
         mres = MaskResult(mask=mask, loss_history=mres0.loss_history,
                           info={"chunks": len(bounds), "chunk_sec": params.chunk_sec, "overlap_sec": ov / sr})
-        return detection, mres, target
+        return detection, mres, target, peak
 
     def versions(self) -> dict[str, Any]:
         import platform
@@ -667,6 +672,24 @@ class Separator:
             "precision": getattr(self.ast, "precision", None),
             "device": str(self.device),
         }
+
+
+def _scale_to_unit_peak(target: np.ndarray, mres: MaskResult, peak: float) -> tuple[np.ndarray, MaskResult]:
+    """The target (n,) and the mask (F, T) scaled by 1 / ``peak`` (the mask's largest value,
+    over every chunk), so the most confident time-frequency bin passes the mixture unchanged; the
+    factor is reported as ``info["mask_scale"]``. A zero mask (target not found) is left as is.
+    The masked iSTFT is linear in the mask, so scaling the target equals scaling the mask.
+
+    Why: the NMF maskers multiply soft factors (the ratio's exponent 0.25, the frame gain, the
+    activity), so their mask peaks near 0.5, the target came out about 14 dB below its true level
+    and the residual kept most of it. One factor per mixture leaves SI-SDR unchanged
+    (benchmarks/RESULTS.md, round 12)."""
+    if peak <= 0.0:
+        return target, mres
+    scale = 1.0 / peak
+    mres.mask = np.minimum(mres.mask * np.float32(scale), np.float32(1.0))
+    mres.info["mask_scale"] = round(scale, 4)
+    return (target * np.float32(scale)).astype(np.float32), mres
 
 
 def _read_known_segments(path: str, duration_s: float) -> tuple[Segment, ...]:

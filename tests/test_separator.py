@@ -171,6 +171,24 @@ def test_long_mixture_is_chunked_without_seams(sep_none, pair, tmp_path):
     assert si_sdr(chunked.target, whole.target) > 30.0
 
 
+def test_nmf_target_comes_out_near_its_level(sep_none, pair):
+    """The NMF maskers' soft factors leave their mask below 1 everywhere; the Separator scales it
+    (one factor per mixture, over all chunks) to a largest value of 1, so the target is not
+    written far below its true level, nor mostly left in the residual."""
+    mix, query, gt, _ = pair
+    long_mix, long_gt = np.round(np.tile(mix, 4) * 32768) / np.float32(32768), np.tile(gt, 4)  # 40 s, 16-bit
+    whole = sep_none.separate(long_mix, query, gt=long_gt)
+    chunked = sep_none.separate(long_mix, query, gt=long_gt, chunk_sec=12)
+    for r in (whole, chunked):
+        assert r.mask.max() == pytest.approx(1.0, abs=1e-6) and r.mask_result.info["mask_scale"] > 1.0
+        level_db = 20 * np.log10(float(r.target @ long_gt) / float(long_gt @ long_gt))
+        assert -2.5 < level_db < 1.0  # the projection of the target on the truth (unscaled: -3.2 dB)
+        np.testing.assert_array_equal(r.target + r.residual, long_mix)
+    assert chunked.mask_result.info["chunks"] == 3
+    seeded = sep_none.separate(mix, query, masker="seed", opt_steps=0)
+    assert "mask_scale" not in seeded.mask_result.info  # the seed masker's mask is its own
+
+
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("masker", ["nmf", "wiener", "seed"])
 @pytest.mark.parametrize("detector", ["query", "ast", "fused"])
