@@ -129,9 +129,10 @@ def _band_gain(target_bands, query_bands, w, limit_db: float = 20.0, side: str =
 
 # --------------------------------------------------------------------------- variants
 
-def shipped(ctx: dict) -> np.ndarray:
-    """The shipped masker (`--masker nmf`)."""
-    return _shipped_mask(ctx)
+def shipped(ctx: dict, **masker_kw) -> np.ndarray:
+    """The shipped masker (`--masker nmf`); ``masker_kw`` are keyword arguments of
+    :func:`sourcesep.maskers.mask_nmf` (e.g. ``shipped:n_iter=80,power=0.5``)."""
+    return _shipped_mask(ctx, **masker_kw)
 
 
 def eq_gt(ctx: dict, bands: int = 16, power: float = 0.25, side: str = "both", refine: bool = False) -> np.ndarray:
@@ -1124,6 +1125,37 @@ def two_pass(ctx: dict, thr: float = 0.3, width: int = 15, passes: int = 2, rel:
     return _mask_from_parts(ctx, S, B, act)
 
 
+def iters(ctx: dict, dict_iter: int = 40, fit_iter: int = 40) -> np.ndarray:
+    """The shipped two-pass masker with ``dict_iter`` multiplicative updates for learning the query
+    and background dictionaries and ``fit_iter`` for the decompositions (shipped: 40 for both)."""
+    import torch
+
+    from sourcesep import maskers, nmf
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return _zero_mask(ctx)
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq), seed=ctx["seed"])
+
+    def fit(activity, query_atoms=None):
+        Wq, Wb, Wf, fixed_b = maskers.nmf_dictionaries(V, Vq, activity, n_iter=dict_iter, query_atoms=query_atoms, **kw)
+        W0 = torch.cat([Wq, Wb, Wf], dim=1)
+        H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
+        learn = torch.zeros(W0.shape[1], dtype=torch.bool)
+        learn[Wq.shape[1] + (Wb.shape[1] if fixed_b else 0):] = True
+        W, H = nmf.beta_nmf(V, W0, H0, n_iter=fit_iter, update_w=learn)
+        return maskers.Decomposition(W, H, Wq.shape[1], fixed_b)
+
+    first = fit(act)
+    S, B = first.parts()
+    thr = maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
+    low = maskers.frame_share(V, S, B, width=5) < thr
+    if thr > 0 and bool((low & (act >= 0.5)).any()):
+        S, B = fit(torch.where(low, torch.zeros_like(act), act), first.W[:, :first.n_query_atoms]).parts()
+    return _mask_from_parts(ctx, S, B, act)
+
+
 def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15) -> np.ndarray:
     """The frame gain from a blend of two shares: the masker's decomposition's (as shipped) and the
     query detector's own (query atoms' share of its semi-supervised IS-NMF of the whole mixture,
@@ -1329,6 +1361,7 @@ VARIANTS = {
     "ttt-gate": ttt_gate,
     "nmf-gate": nmf_gate,
     "two-pass": two_pass,
+    "iters": iters,
     "share-mix": share_mix,
     "matched-gain": matched_gain,
     "share-from": share_from,
