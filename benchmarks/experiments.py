@@ -301,19 +301,31 @@ def eq_onset(ctx: dict, bands: int = 16, half: int = 16, strength: float = 1.0, 
 
 
 def eq_fit(ctx: dict, bands: int = 16, limit_db: float = 20.0, free: int = 8, n_iter: int = 40,
-           power: float = 0.25) -> np.ndarray:
+           power: float = 0.25, two_pass: bool = False, only_matched: bool = False) -> np.ndarray:
     """The query equalised by a smooth gain fitted inside the semi-supervised NMF: the mixture ≈
     diag(g) W_q H_q + W_b H_b + W_f H_f on the active frames, g = ``bands`` mel-band gains
     (multiplicative KL updates, limited to ± ``limit_db``), then the shipped mask with the
-    equalised query."""
+    equalised query. With ``two_pass`` the background atoms of that fit also learn on the active
+    frames the shipped first decomposition gives a target share below the second pass's threshold
+    (as the shipped second decomposition's do), so fewer interferers are left for g to absorb.
+    With ``only_matched``, only for a query whose timbre matches the active frames (else shipped)."""
     import torch
 
     from sourcesep import maskers, nmf
 
+    if only_matched and not _matched(ctx):
+        return _shipped_mask(ctx)
+
     V, Vq = ctx["V"], ctx["Vq"]
     act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    Wq, Wb, Wf, fixed_b = maskers.nmf_dictionaries(V, Vq, act, n_free_atoms=free, n_iter=n_iter,
-                                                   query_shifts=_query_shifts(Vq))
+    act_b = act
+    if two_pass and float(act.max()) > 0:
+        first = maskers.nmf_fit(V, Vq, act, n_free_atoms=free, n_iter=n_iter, query_shifts=_query_shifts(Vq),
+                                seed=ctx["seed"])
+        low = maskers.frame_share(V, *first.parts(), width=5) < maskers.SECOND_PASS_SHARE
+        act_b = torch.where(low, torch.zeros_like(act), act)
+    Wq, Wb, Wf, fixed_b = maskers.nmf_dictionaries(V, Vq, act_b, n_free_atoms=free, n_iter=n_iter,
+                                                   query_shifts=_query_shifts(Vq), seed=ctx["seed"])
     kq = Wq.shape[1]
     others = torch.cat([Wb, Wf], 1)
     H = torch.full((kq + others.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
@@ -329,8 +341,8 @@ def eq_fit(ctx: dict, bands: int = 16, limit_db: float = 20.0, free: int = 8, n_
         others = We[:, kq:]
         S0 = Wq @ H[:kq]
         ratio = V / (We @ H).clamp_min(nmf.EPS)
-        c = c * (bw @ (S0 * ratio * act).sum(1)) / (bw @ (S0 * act).sum(1)).clamp_min(1e-12)
-        lc = torch.log(c)
+        c = c * (bw @ (S0 * ratio * act_b).sum(1)) / (bw @ (S0 * act_b).sum(1)).clamp_min(1e-12)
+        lc = torch.log(c.clamp_min(1e-12))  # a band the active frames leave empty
         c = torch.exp(lc - lc.mean()).clamp(1 / lim, lim)
     return _shipped_mask(ctx, Vq * (bw.T @ c)[:, None], power=power)
 
@@ -1156,6 +1168,24 @@ def iters(ctx: dict, dict_iter: int = 40, fit_iter: int = 40) -> np.ndarray:
     return _mask_from_parts(ctx, S, B, act)
 
 
+def share_floor(ctx: dict, lam: float = 0.5, k: float = 2.0, width: int = 15) -> np.ndarray:
+    """The shipped mask (scaled to a largest value of 1) relaxed towards the mixture where the
+    decomposition gives a frame a high target share: m + (1 − m)·``lam``·share^``k`` inside the
+    activity (share as the frame gain's, over ``width`` frames), so frames the target dominates
+    keep more of the mixture and lose less of the target to the mask's errors."""
+    import torch
+
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
+    m = torch.as_tensor(_mask_from_parts(ctx, S, B, act))
+    if float(m.max()) <= 0:
+        return m.numpy()
+    m = m / m.max()
+    phi = lam * _nmf_share(V, S, B, width).clamp(0, 1).pow(k) * act
+    return (m + (1 - m) * phi[None, :]).clamp(0, 1).numpy()
+
+
 def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15) -> np.ndarray:
     """The frame gain from a blend of two shares: the masker's decomposition's (as shipped) and the
     query detector's own (query atoms' share of its semi-supervised IS-NMF of the whole mixture,
@@ -1362,6 +1392,7 @@ VARIANTS = {
     "nmf-gate": nmf_gate,
     "two-pass": two_pass,
     "iters": iters,
+    "share-floor": share_floor,
     "share-mix": share_mix,
     "matched-gain": matched_gain,
     "share-from": share_from,
