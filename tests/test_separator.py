@@ -185,6 +185,10 @@ def test_nmf_target_comes_out_near_its_level(sep_none, pair):
         assert -2.5 < level_db < 1.0  # the projection of the target on the truth (unscaled: -3.2 dB)
         np.testing.assert_array_equal(r.target + r.residual, long_mix)
     assert chunked.mask_result.info["chunks"] == 3
+    # One factor: off, the same target comes out that much quieter (so SI-SDR is the same).
+    raw = sep_none.separate(long_mix, query, unit_peak_mask=False)
+    assert "mask_scale" not in raw.mask_result.info and raw.mask.max() < 1.0
+    np.testing.assert_allclose(whole.target, raw.target * whole.mask_result.info["mask_scale"], atol=1e-4)
     seeded = sep_none.separate(mix, query, masker="seed", opt_steps=0)
     assert "mask_scale" not in seeded.mask_result.info  # the seed masker's mask is its own
 
