@@ -1106,12 +1106,13 @@ def _zero_mask(ctx: dict) -> np.ndarray:
 
 
 def two_pass(ctx: dict, thr: float = 0.3, width: int = 15, passes: int = 2, rel: float = 0.0,
-             cap: float = 1.0) -> np.ndarray:
+             cap: float = 1.0, skip_above: float = 1.0) -> np.ndarray:
     """A second decomposition whose background atoms also learn from the active frames that the
     first one gives a low target share (below ``thr``; share as the shipped frame gain's, over
     ``width`` frames): interferers that sound only inside the detected activity then get
     background atoms. Mask as shipped, from the second decomposition (with ``passes`` > 2, each
-    further pass takes its background frames from the previous one's share)."""
+    further pass takes its background frames from the previous one's share). A pass that would
+    hand over more than ``skip_above`` of the active frames is not run."""
     import torch
 
     from sourcesep import maskers
@@ -1131,6 +1132,8 @@ def two_pass(ctx: dict, thr: float = 0.3, width: int = 15, passes: int = 2, rel:
             low &= share < limit_cap
         if not bool((low & on).any()):
             break  # nothing new for the background atoms: the decomposition stays as it is
+        if float((low & on).sum()) > skip_above * float(on.sum()):
+            break  # (nearly) every active frame would go: the first decomposition is kept
         act_b = torch.where(low, torch.zeros_like(act), act)
         S, B = maskers.nmf_parts(V, Vq, act_b, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
                                  query_shifts=_query_shifts(Vq), seed=ctx["seed"])
