@@ -1189,6 +1189,42 @@ def share_floor(ctx: dict, lam: float = 0.5, k: float = 2.0, width: int = 15) ->
     return (m + (1 - m) * phi[None, :]).clamp(0, 1).numpy()
 
 
+def adapt_q(ctx: dict, lam: float = 0.3, n_iter: int = 40) -> np.ndarray:
+    """The shipped two-pass masker whose second decomposition also adapts the query atoms to the
+    mixture, on the frames still counted as the target's (active, not handed to the background),
+    each step pulled back towards the query's own atoms: W_q ← W_q0^(1 − ``lam``) · W_q'^``lam``
+    (W_q' the multiplicative update, columns renormalised). ``lam`` 0 is the shipped masker."""
+    import torch
+
+    from sourcesep import maskers, nmf
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return _zero_mask(ctx)
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq), seed=ctx["seed"])
+    first = maskers.nmf_fit(V, Vq, act, **kw)
+    kq = first.n_query_atoms
+    low = maskers.frame_share(V, *first.parts(), width=5) < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
+    act_b = torch.where(low, torch.zeros_like(act), act)
+    Wq0, Wb, Wf, fixed_b = maskers.nmf_dictionaries(V, Vq, act_b, query_atoms=first.W[:, :kq], **kw)
+    W = torch.cat([Wq0, Wb, Wf], dim=1)
+    H = torch.full((W.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
+    learn = torch.zeros(W.shape[1], dtype=torch.bool)
+    learn[kq + (Wb.shape[1] if fixed_b else 0):] = True
+    learn_q = torch.zeros_like(learn)
+    learn_q[:kq] = True
+    target_frames = (act_b >= 0.5).float()
+    for _ in range(n_iter):
+        W, H = nmf.beta_nmf(V, W, H, n_iter=1, update_w=learn)
+        if lam > 0 and float(target_frames.sum()) > 0:
+            Wu, _ = nmf.beta_nmf(V, W, H, n_iter=1, update_w=learn_q, update_h=False, frame_weight=target_frames)
+            Wq = Wq0.clamp_min(nmf.EPS).pow(1 - lam) * Wu[:, :kq].pow(lam)
+            W = torch.cat([Wq / Wq.sum(0, keepdim=True), W[:, kq:]], dim=1)
+    S, B = W[:, :kq] @ H[:kq], W[:, kq:] @ H[kq:]
+    return _mask_from_parts(ctx, S, B, act)
+
+
 def share_mix(ctx: dict, weight: float = 0.5, mode: str = "geo", width: int = 15) -> np.ndarray:
     """The frame gain from a blend of two shares: the masker's decomposition's (as shipped) and the
     query detector's own (query atoms' share of its semi-supervised IS-NMF of the whole mixture,
@@ -1396,6 +1432,7 @@ VARIANTS = {
     "two-pass": two_pass,
     "iters": iters,
     "share-floor": share_floor,
+    "adapt-q": adapt_q,
     "share-mix": share_mix,
     "matched-gain": matched_gain,
     "share-from": share_from,
