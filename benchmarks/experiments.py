@@ -1084,9 +1084,10 @@ def _nmf_share(V, S, B, width: int = 15):
     return maskers.frame_share(V, S, B, width=width)
 
 
-def _shipped_parts(ctx: dict):
+def _shipped_parts(ctx: dict, **fit_kw):
     """(activity (T,), V (F, T), Vq (F, Tq), S, B) of the shipped masker's decomposition, or None
-    when the activity is zero everywhere (the caller returns a zero mask)."""
+    when the activity is zero everywhere (the caller returns a zero mask). ``fit_kw``: further
+    keyword arguments of :func:`sourcesep.maskers.nmf_fit` (iterations, sizes)."""
     import torch
 
     from sourcesep import maskers
@@ -1097,7 +1098,7 @@ def _shipped_parts(ctx: dict):
         return None
     S, B, _ = maskers.nmf_two_pass(V, Vq, act, threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
                                    n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq),
-                                   seed=ctx["seed"])
+                                   seed=ctx["seed"], **fit_kw)
     return act, V, Vq, S, B
 
 
@@ -1143,31 +1144,9 @@ def two_pass(ctx: dict, thr: float = 0.3, width: int = 15, passes: int = 2, rel:
 def iters(ctx: dict, dict_iter: int = 40, fit_iter: int = 40) -> np.ndarray:
     """The shipped two-pass masker with ``dict_iter`` multiplicative updates for learning the query
     and background dictionaries and ``fit_iter`` for the decompositions (shipped: 40 for both)."""
-    import torch
-
-    from sourcesep import maskers, nmf
-
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
+    if (parts := _shipped_parts(ctx, n_iter=dict_iter, fit_iter=fit_iter)) is None:
         return _zero_mask(ctx)
-    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq), seed=ctx["seed"])
-
-    def fit(activity, query_atoms=None):
-        Wq, Wb, Wf, fixed_b = maskers.nmf_dictionaries(V, Vq, activity, n_iter=dict_iter, query_atoms=query_atoms, **kw)
-        W0 = torch.cat([Wq, Wb, Wf], dim=1)
-        H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS)
-        learn = torch.zeros(W0.shape[1], dtype=torch.bool)
-        learn[Wq.shape[1] + (Wb.shape[1] if fixed_b else 0):] = True
-        W, H = nmf.beta_nmf(V, W0, H0, n_iter=fit_iter, update_w=learn)
-        return maskers.Decomposition(W, H, Wq.shape[1], fixed_b)
-
-    first = fit(act)
-    S, B = first.parts()
-    thr = maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
-    low = maskers.frame_share(V, S, B, width=5) < thr
-    if thr > 0 and bool((low & (act >= 0.5)).any()):
-        S, B = fit(torch.where(low, torch.zeros_like(act), act), first.W[:, :first.n_query_atoms]).parts()
+    act, V, Vq, S, B = parts
     return _mask_from_parts(ctx, S, B, act)
 
 

@@ -150,7 +150,7 @@ class Decomposition(NamedTuple):
 
 def nmf_fit(
     mix_mag: torch.Tensor, query_mag: torch.Tensor, activity: torch.Tensor, *, n_iter: int = 40, beta: float = 1.0,
-    **dictionaries: Any,
+    fit_iter: int | None = None, **dictionaries: Any,
 ) -> Decomposition:
     """Semi-supervised NMF of the mixture with the dictionaries of :func:`nmf_dictionaries`
     (``dictionaries`` its other keyword arguments: sizes, seed, transpositions, given query atoms).
@@ -161,7 +161,8 @@ def nmf_fit(
     < 0.5 (what the mixture sounds like without the target); the free atoms are learned on the
     whole mixture and count as background (interferers that only sound while the target does).
     With fewer than 10 inactive frames all background atoms are learned in the fit. ``n_iter``
-    multiplicative updates of the beta-divergence ``beta`` (1: Kullback-Leibler).
+    multiplicative updates of the beta-divergence ``beta`` (1: Kullback-Leibler) learn each
+    dictionary and, unless ``fit_iter`` gives another number, fit the mixture.
     """
     V = mix_mag
     Wq, Wb, Wf, fixed_b = nmf_dictionaries(V, query_mag, activity, n_iter=n_iter, beta=beta, **dictionaries)
@@ -169,7 +170,7 @@ def nmf_fit(
     H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS, device=V.device)
     learn = torch.zeros(W0.shape[1], dtype=torch.bool, device=V.device)
     learn[Wq.shape[1] + (Wb.shape[1] if fixed_b else 0):] = True
-    W, H = nmf.beta_nmf(V, W0, H0, n_iter=n_iter, beta=beta, update_w=learn)
+    W, H = nmf.beta_nmf(V, W0, H0, n_iter=n_iter if fit_iter is None else fit_iter, beta=beta, update_w=learn)
     return Decomposition(W, H, Wq.shape[1], fixed_b)
 
 

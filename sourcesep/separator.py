@@ -515,7 +515,7 @@ class Separator:
             detection, mres, target, peak = self._separate_chunked(mix_x, query_x, plan, timer)
         else:
             detection, mres, target = self._separate_array(mix_x, query_x, plan, timer)
-            peak = float(mres.mask.max()) if mres.mask.size else 0.0
+            peak = float(mres.mask.max())
         with timer("reconstruct"):
             if params.unit_peak_mask and "unit_peak_mask" in MASKER_READS[masker_name]:
                 target, mres = _scale_to_unit_peak(target, mres, peak)
