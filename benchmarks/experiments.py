@@ -1382,6 +1382,70 @@ def ratio_score(ctx: dict, weight: float = 0.5, harmonic_only: bool = False) -> 
     return _shipped_mask(dict(ctx, det=det))
 
 
+def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0) -> np.ndarray:
+    """The shipped two-pass masker with its decompositions on compressed magnitudes |X|^``alpha``
+    (query and mixture alike; 1: as shipped, 0.5: square-root, 2: power) under the beta-divergence
+    ``beta`` (1: Kullback-Leibler, as shipped; 0: Itakura-Saito); the parts are taken back to
+    magnitudes (S^(1/alpha)) before the shipped mask and frame gain."""
+    import torch
+
+    from sourcesep import maskers
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return _zero_mask(ctx)
+    S, B, _ = maskers.nmf_two_pass(V.pow(alpha), Vq.pow(alpha), act,
+                                   threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
+                                   n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq),
+                                   seed=ctx["seed"], beta=beta)
+    return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
+
+
+def _stack_frames(V, offsets):
+    """(F·len(offsets), T): V (F, T) with each frame followed by its neighbours at ``offsets``
+    frames (edge-replicated), so one atom spans several frames."""
+    import torch
+
+    T = V.shape[1]
+    idx = torch.arange(T)
+    return torch.cat([V[:, (idx + o).clamp(0, T - 1)] for o in offsets], dim=0)
+
+
+def context(ctx: dict, r: int = 1, step: int = 1, average: bool = True) -> np.ndarray:
+    """The shipped two-pass masker with atoms that span 2·``r`` + 1 frames ``step`` apart
+    (frame-stacked NMF: an atom learns a sound's short-time evolution, not only its spectrum).
+    The target and background parts of frame t are the mean of every stacked block's estimate of
+    that frame (``average``) or the centre block's."""
+    import torch
+
+    from sourcesep import features, maskers
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return _zero_mask(ctx)
+    offsets = [k * step for k in range(-r, r + 1)]
+    copies = [Vq] + [features.shift_frequency(Vq, st) for st in _query_shifts(Vq)]
+    Q = torch.cat([_stack_frames(c, offsets)[:, ::(2 if i else 1)] for i, c in enumerate(copies)], dim=1)
+    S, B, _ = maskers.nmf_two_pass(_stack_frames(V, offsets), Q, act,
+                                   threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
+                                   n_free_atoms=maskers.free_atoms_for(ctx["det"]), seed=ctx["seed"])
+    F, T = V.shape
+
+    def unstack(X):
+        if not average:
+            return X[r * F:(r + 1) * F]
+        out = torch.zeros(F, T)
+        idx = torch.arange(T)
+        for j, o in enumerate(offsets):
+            # block j of column t estimates frame t + o
+            out.index_add_(1, (idx + o).clamp(0, T - 1), X[j * F:(j + 1) * F])
+        return out / len(offsets)
+
+    return _mask_from_parts(ctx, unstack(S), unstack(B), act)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1420,6 +1484,8 @@ VARIANTS = {
     "band-gain": band_gain,
     "exemplar-init": exemplar_init,
     "ratio-score": ratio_score,
+    "domain": domain,
+    "context": context,
 }
 
 

@@ -93,6 +93,8 @@ def _run_case(job: tuple[str, str, dict, tuple[float, float] | None]) -> tuple[s
         res = sep.separate(str(case / "mix.wav"), str(case / "query.wav"))
         dt = time.perf_counter() - t0
         audio.write(out / "target.wav", res.target, fmt="FLOAT")
+        # The detected spans, for the caveats' frame recall and precision against gt.wav.
+        (out / "detected.txt").write_text("".join(f"{sg.start:.4f} {sg.end:.4f}\n" for sg in res.segments))
         return case.name, dt, bool(res.target_found), None
     except Exception as e:  # noqa: BLE001 - a failed case is scored as a failure, not fatal
         return case.name, float("nan"), False, f"{type(e).__name__}: {e}"
@@ -198,6 +200,9 @@ def caveats(cases_dir: Path, out: Path, scorer: Path) -> None:
     * SI-SDR ignores the estimate's level, and leakage is lowered by any quieter output: the level
       of the estimate against the true target (the SI-SDR projection's scale) shows both.
     * The residual (mixture − estimate) is an output too: its SI-SDRi against mixture − gt.
+    * The detected spans against the gt's frames (within 30 dB of its loudest): what share of the
+      target's frames they hold (recall), what share of theirs hold the target (precision), and
+      how long they last against the target.
     """
     import soundfile as sf
 
@@ -205,7 +210,7 @@ def caveats(cases_dir: Path, out: Path, scorer: Path) -> None:
     rows = json.loads((out / "score.json").read_text())["cases"]
     present = [r for r in rows if r.get("si_sdri") is not None]
     silent, inaudible = set(), set()
-    level_db, residual_sdri = [], []
+    level_db, residual_sdri, recall, precision, duration = [], [], [], [], []
     for r in rows:
         est_path = out / r["case"] / "target.wav"
         est = sf.read(est_path, dtype="float64")[0] if est_path.exists() else None
@@ -219,6 +224,11 @@ def caveats(cases_dir: Path, out: Path, scorer: Path) -> None:
                 mix, _ = sf.read(cases_dir / r["case"] / "mix.wav", dtype="float64")
                 level_db.append(20 * np.log10(max(float(est @ gt) / float(gt @ gt), 1e-6)))
                 residual_sdri.append(si_sdr(mix - est, mix - gt) - si_sdr(mix, mix - gt))
+                if (spans := _detected_frames(out / r["case"] / "detected.txt", gt)) is not None:
+                    detected, target = spans
+                    recall.append(float((detected & target).sum() / max(target.sum(), 1)))
+                    precision.append(float((detected & target).sum() / max(detected.sum(), 1)))
+                    duration.append(float(detected.sum() / max(target.sum(), 1)))
     absent = [r for r in rows if r.get("leak_db") is not None]
 
     def stat(v):
@@ -239,8 +249,35 @@ def caveats(cases_dir: Path, out: Path, scorer: Path) -> None:
                   f"mean {m0:.2f} to {m1:.2f}, median {d0:.2f} to {d1:.2f}")
     print(f"  absent cases output silent: {len(silent & {r['case'] for r in absent})} of {len(absent)}; "
           f"leakage of the others (dB): {stat([r['leak_db'] for r in absent if r['case'] not in silent])}")
-    print(f"  audible cases, not silent: estimate's level re the true target (dB): {stat(level_db)}")
-    print(f"  audible cases, not silent: residual SI-SDRi (vs mixture − gt):       {stat(residual_sdri)}")
+    lines = [("estimate's level re the true target (dB)", level_db),
+             ("residual SI-SDRi (vs mixture − gt)", residual_sdri)]
+    if recall:
+        lines += [("detected frames' recall of gt's (30 dB)", recall),
+                  ("detected frames' precision", precision),
+                  ("detected time re the target's", duration)]
+    for label, vals in lines:
+        print(f"  audible cases, not silent: {label + ':':<42}{stat(vals)}")
+
+
+def _detected_frames(path: Path, gt: np.ndarray, sr: int = 16000, hop: int = 256,
+                     floor_db: float = -30.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """(detected, target) (T,) bool on gt's STFT frames: frame centres inside a span of ``path``
+    (``start end`` lines, s), and frames whose gt energy is within ``floor_db`` of its loudest.
+    None when ``path`` does not exist (an older run)."""
+    if not path.exists():
+        return None
+    import torch
+
+    from sourcesep import features
+
+    e = features.stft(torch.as_tensor(gt, dtype=torch.float32), 512, hop).abs().pow(2).sum(0).numpy()
+    t = features.frame_times(len(e), hop, sr)
+    detected = np.zeros(len(e), bool)
+    for line in path.read_text().split("\n"):
+        if line.strip():
+            a, b = map(float, line.split()[:2])
+            detected |= (t >= a) & (t <= b)
+    return detected, e > e.max() * 10 ** (floor_db / 10)
 
 
 def load_scorer(path: Path):

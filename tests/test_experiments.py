@@ -259,3 +259,16 @@ def test_round_12_variants_and_the_raw_scale(experiments, split):
     scaled = experiments.run_case((bed, "shipped", False, FRAME_GAIN_POWER, {"min_query_share": 0.0}, 0, None, True))
     raw = experiments.run_case((bed, "shipped", False, FRAME_GAIN_POWER, {"min_query_share": 0.0}, 0, None, False))
     assert not scaled[2] and scaled[1] > raw[1]
+
+
+def test_round_13_variants(experiments, split):
+    """Compressed-magnitude decompositions reduce to the shipped mask at alpha 1 and KL; frame-
+    stacked atoms give a different, finite estimate."""
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    run = lambda spec: experiments.run_case((case, spec, False, FRAME_GAIN_POWER, {}, 0, None, True))[1]  # noqa: E731
+    shipped = run("shipped")
+    assert run("domain:alpha=1,beta=1") == pytest.approx(shipped, abs=1e-3)
+    for spec in ("domain:alpha=0.5", "context", "context:r=2,step=2,average=false"):
+        figure = run(spec)
+        assert np.isfinite(figure) and figure != pytest.approx(shipped, abs=1e-3), spec

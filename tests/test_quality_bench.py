@@ -70,3 +70,29 @@ def test_caveats_give_the_estimates_level_and_the_residuals_si_sdri(quality, tmp
     mix, g64 = (gt + noise).astype(np.float64), gt.astype(np.float64)
     expected = si_sdr(mix - 0.5 * g64, mix - g64) - si_sdr(mix, mix - g64)
     assert float(residual[0]) == pytest.approx(expected, abs=0.01) and expected > 3.0 and residual[2] == "(n=1)"
+    # No detected.txt (a run before it was written): no detection lines.
+    assert "detected frames' precision" not in lines
+
+
+def test_caveats_give_the_detected_frames_recall_and_precision(quality, tmp_path, capsys):
+    """A target sounding for the first 2 s of 4, detected as 0-3 s: all of its frames found, two
+    thirds of the detected frames holding it, detected for 1.5 times its duration."""
+    sr = 16000
+    t = np.arange(4 * sr) / sr
+    gt = np.where(t < 2.0, 0.3 * np.sin(2 * np.pi * 440 * t), 0.0).astype(np.float32)
+    noise = (0.05 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
+    cases, out = tmp_path / "dev", tmp_path / "out"
+    (cases / "000").mkdir(parents=True)
+    (out / "000").mkdir(parents=True)
+    (tmp_path / "score.py").write_text(SCORER)
+    sf.write(cases / "000" / "mix.wav", gt + noise, sr, subtype="FLOAT")
+    sf.write(cases / "000" / "gt.wav", gt, sr, subtype="FLOAT")
+    sf.write(out / "000" / "target.wav", gt, sr, subtype="FLOAT")
+    (out / "000" / "detected.txt").write_text("0.0000 3.0000\n")
+    (out / "score.json").write_text(json.dumps({"cases": [{"case": "000", "si_sdri": 9.0}]}))
+    quality.caveats(cases, out, tmp_path / "score.py")
+    lines = {ln.split(":")[1].strip(): ln.rsplit(":", 1)[1].split() for ln in capsys.readouterr().out.splitlines()
+             if ln.startswith("  audible cases, not silent")}
+    assert float(lines["detected frames' recall of gt's (30 dB)"][0]) == pytest.approx(1.0)
+    assert float(lines["detected frames' precision"][0]) == pytest.approx(2 / 3, abs=0.02)
+    assert float(lines["detected time re the target's"][0]) == pytest.approx(1.5, abs=0.03)
