@@ -5,8 +5,9 @@
       [--detector query] [--masker nmf] [--segments-from-gt] [--limit N] [--jobs 2] [--KEY VALUE ...]
 
 Every case folder of CASES (mix.wav, query.wav, gt.wav, meta.json; listed in manifest.json) is
-separated with ``sourcesep.Separator(model="none", ...)``; OUT/<case>/target.wav is written, then
-the benchmark's own scorer (CASES/../score.py) prints its table. Any separation parameter
+separated with ``sourcesep.Separator(model="none", ...)``; OUT/<case>/target.wav and the detected
+spans (OUT/<case>/detected.txt, ``start end`` in s per line) are written, then the benchmark's own
+scorer (CASES/../score.py) prints its table, and a caveats block the figures it hides. Any separation parameter
 (``sourcesep.params.Params``) can be passed as ``--key value``.
 
 ``--segments-from-gt`` writes OUT/<case>/segments.txt from the ground truth's frame energy
