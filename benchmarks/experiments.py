@@ -55,7 +55,7 @@ def _shipped_mask(ctx: dict, query_mag=None, **kw) -> np.ndarray:
 
     q = ctx["Q"] if query_mag is None else query_mag  # a magnitude is its own |STFT|
     kw = {"frame_gain_power": ctx["frame_gain_power"], "second_pass_share": ctx["second_pass_share"],
-          "seed": ctx["seed"], **kw}
+          "matched_compression": ctx["matched_compression"], "seed": ctx["seed"], **kw}
     return maskers.mask_nmf(ctx["X"], q, ctx["det"], frame_times_s=ctx["times"], **kw).mask
 
 
@@ -1087,7 +1087,8 @@ def _nmf_share(V, S, B, width: int = 15):
 def _shipped_parts(ctx: dict, **fit_kw):
     """(activity (T,), V (F, T), Vq (F, Tq), S, B) of the shipped masker's decomposition, or None
     when the activity is zero everywhere (the caller returns a zero mask). ``fit_kw``: further
-    keyword arguments of :func:`sourcesep.maskers.nmf_fit` (iterations, sizes)."""
+    keyword arguments of :func:`sourcesep.maskers.nmf_fit` (iterations, sizes). For a matching
+    query the decomposition runs on magnitudes raised to ``--matched-compression``, as shipped."""
     import torch
 
     from sourcesep import maskers
@@ -1096,10 +1097,12 @@ def _shipped_parts(ctx: dict, **fit_kw):
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
     if float(act.max()) <= 0:
         return None
-    S, B, _ = maskers.nmf_two_pass(V, Vq, act, threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
+    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
+    S, B, _ = maskers.nmf_two_pass(V.pow(alpha), Vq.pow(alpha), act,
+                                   threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
                                    n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq),
                                    seed=ctx["seed"], **fit_kw)
-    return act, V, Vq, S, B
+    return act, V, Vq, S.pow(1 / alpha), B.pow(1 / alpha)
 
 
 def _zero_mask(ctx: dict) -> np.ndarray:
@@ -1382,11 +1385,13 @@ def ratio_score(ctx: dict, weight: float = 0.5, harmonic_only: bool = False) -> 
     return _shipped_mask(dict(ctx, det=det))
 
 
-def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0) -> np.ndarray:
-    """The shipped two-pass masker with its decompositions on compressed magnitudes |X|^``alpha``
-    (query and mixture alike; 1: as shipped, 0.5: square-root, 2: power) under the beta-divergence
+def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0, alpha_matched: float | None = None) -> np.ndarray:
+    """Round 13: the two-pass masker (as shipped before the matched compression, which
+    ``alpha_matched=0.5`` gives) with its decompositions on compressed magnitudes |X|^``alpha``
+    (query and mixture alike; 1: none, 0.5: square-root, 2: power) under the beta-divergence
     ``beta`` (1: Kullback-Leibler, as shipped; 0: Itakura-Saito); the parts are taken back to
-    magnitudes (S^(1/alpha)) before the shipped mask and frame gain."""
+    magnitudes (S^(1/alpha)) before the shipped mask and frame gain. ``alpha_matched`` replaces
+    ``alpha`` when the query's timbre matches the active frames (the shipped sharper-mask rule)."""
     import torch
 
     from sourcesep import maskers
@@ -1395,6 +1400,8 @@ def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0) -> np.ndarray:
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
     if float(act.max()) <= 0:
         return _zero_mask(ctx)
+    if alpha_matched is not None and _matched(ctx):
+        alpha = alpha_matched
     S, B, _ = maskers.nmf_two_pass(V.pow(alpha), Vq.pow(alpha), act,
                                    threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
                                    n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq),
@@ -1412,11 +1419,15 @@ def _stack_frames(V, offsets):
     return torch.cat([V[:, (idx + o).clamp(0, T - 1)] for o in offsets], dim=0)
 
 
-def context(ctx: dict, r: int = 1, step: int = 1, average: bool = True) -> np.ndarray:
-    """The shipped two-pass masker with atoms that span 2·``r`` + 1 frames ``step`` apart
-    (frame-stacked NMF: an atom learns a sound's short-time evolution, not only its spectrum).
+def context(ctx: dict, r: int = 1, step: int = 1, average: bool = True, alpha: float = 1.0,
+            alpha_matched: float | None = None) -> np.ndarray:
+    """Round 13: the two-pass masker (as shipped before the matched compression) with atoms that
+    span 2·``r`` + 1 frames ``step`` apart (frame-stacked NMF: an atom learns a sound's short-time
+    evolution, not only its spectrum).
     The target and background parts of frame t are the mean of every stacked block's estimate of
-    that frame (``average``) or the centre block's."""
+    that frame (``average``) or the centre block's. ``alpha`` compresses the magnitudes as
+    :func:`domain` does (``alpha_matched`` instead when the query's timbre matches the active
+    frames, the shipped sharper-mask rule)."""
     import torch
 
     from sourcesep import features, maskers
@@ -1425,8 +1436,12 @@ def context(ctx: dict, r: int = 1, step: int = 1, average: bool = True) -> np.nd
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
     if float(act.max()) <= 0:
         return _zero_mask(ctx)
+    shifts = _query_shifts(Vq)
+    if alpha_matched is not None and _matched(ctx):
+        alpha = alpha_matched
+    V, Vq = V.pow(alpha), Vq.pow(alpha)
     offsets = [k * step for k in range(-r, r + 1)]
-    copies = [Vq] + [features.shift_frequency(Vq, st) for st in _query_shifts(Vq)]
+    copies = [Vq] + [features.shift_frequency(Vq, st) for st in shifts]
     Q = torch.cat([_stack_frames(c, offsets)[:, ::(2 if i else 1)] for i, c in enumerate(copies)], dim=1)
     S, B, _ = maskers.nmf_two_pass(_stack_frames(V, offsets), Q, act,
                                    threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
@@ -1443,7 +1458,7 @@ def context(ctx: dict, r: int = 1, step: int = 1, average: bool = True) -> np.nd
             out.index_add_(1, (idx + o).clamp(0, T - 1), X[j * F:(j + 1) * F])
         return out / len(offsets)
 
-    return _mask_from_parts(ctx, unstack(S), unstack(B), act)
+    return _mask_from_parts(ctx, unstack(S).pow(1 / alpha), unstack(B).pow(1 / alpha), act)
 
 
 VARIANTS = {
@@ -1511,7 +1526,8 @@ def run_case(job: tuple) -> tuple[str, float, bool]:
     """Score one case (folder, variant spec, oracle segments?, the shipped mask's frame-gain
     exponent[, keyword arguments of the query detector[, NMF seed[, the shipped masker's
     second-pass share (None: as shipped)[, whether a mask is scaled to a largest value of 1, as the
-    Separator scales the NMF maskers' (default True)]]]]): (case, figure, silent), the figure SI-SDRi (dB) when
+    Separator scales the NMF maskers' (default True)[, the magnitude compression of a matching
+    query's decompositions (None: as shipped)]]]]]): (case, figure, silent), the figure SI-SDRi (dB) when
     the target is present, else leakage (dB re mixture; ``-inf`` for an exactly silent estimate),
     ``silent`` whether the estimate is all zeros. The seed (default 0) seeds the query detector
     (unless the detector keywords name one) and the shipped masker's decomposition. Any failure is
@@ -1521,6 +1537,9 @@ def run_case(job: tuple) -> tuple[str, float, bool]:
     seed = int(rest[1]) if len(rest) > 1 else 0
     masker_kw = {"frame_gain_power": gain_power, "second_pass_share": rest[2] if len(rest) > 2 else None, "seed": seed}
     peak_scale = bool(rest[3]) if len(rest) > 3 else True
+    from sourcesep.maskers import MATCHED_COMPRESSION
+
+    masker_kw["matched_compression"] = rest[4] if len(rest) > 4 and rest[4] is not None else MATCHED_COMPRESSION
     try:
         return _score_case(Path(case_dir), spec, oracle, {"seed": seed, **detector_kw}, masker_kw, peak_scale)
     except Exception as e:  # noqa: BLE001 - re-raised with the case's name
@@ -1591,6 +1610,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--second-pass-share", type=float, default=None, metavar="S",
                     help="the shipped masker's second-pass share (default: as shipped, "
                          "maskers.second_pass_for; 0: one decomposition, as rounds 1-10 were measured)")
+    ap.add_argument("--matched-compression", type=float, default=None, metavar="A",
+                    help="the magnitude compression of a matching query's decompositions in the shipped "
+                         "masker and the variants built on its decomposition (default: as shipped, "
+                         "maskers.MATCHED_COMPRESSION; 1: none, as rounds 1-13 were measured)")
     ap.add_argument("--detector-params", default="", metavar="KEY=VALUE,...",
                     help="keyword arguments of the query detector (sourcesep.querydetect.detect_query), "
                          "e.g. threshold_frac=0.4,activity_mode=segments")
@@ -1637,7 +1660,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for seed in range(args.seeds):
                 jobs = [(str(cases / n), spec, args.segments_from_gt, gain_power, detector_kw, seed,
-                         args.second_pass_share, not args.raw_scale) for n in metas]
+                         args.second_pass_share, not args.raw_scale, args.matched_compression) for n in metas]
                 try:
                     runs.append({n: (v, silent) for n, v, silent in ex.map(run_case, jobs)})
                 except RuntimeError as e:

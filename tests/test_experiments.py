@@ -272,3 +272,26 @@ def test_round_13_variants(experiments, split):
     for spec in ("domain:alpha=0.5", "context", "context:r=2,step=2,average=false"):
         figure = run(spec)
         assert np.isfinite(figure) and figure != pytest.approx(shipped, abs=1e-3), spec
+
+
+def test_a_matching_query_decomposes_compressed_magnitudes_unless_told_not_to(experiments, tmp_path):
+    """A query from the target's own take (timbre match): the shipped masker decomposes |X|^0.5,
+    which round 13's `domain:alpha_matched=0.5` reproduces; the job's matched compression 1 gives
+    round 13's base (`domain`), as do the variants built on the shipped decomposition."""
+    torch.set_num_threads(1)
+    mix, query, gt, _ = make_pair()
+    case = tmp_path / "bench" / "dev" / "000"
+    case.mkdir(parents=True)
+    (tmp_path / "bench" / "score.py").write_text(SCORER)
+    take = query + noise(len(query) / SR, seed=11, level=0.01)  # another take over a quieter bed
+    for name, x in (("mix", mix), ("query", take), ("gt", gt)):
+        sf.write(case / f"{name}.wav", x, SR)
+    (case / "meta.json").write_text(json.dumps({"case": "000", "target_present": True}))
+    run = lambda spec, compression=None: experiments.run_case(  # noqa: E731
+        (str(case), spec, True, FRAME_GAIN_POWER, {}, 0, None, True, compression))[1]
+    shipped, base = run("shipped"), run("shipped", 1.0)
+    assert np.isfinite(shipped) and shipped != pytest.approx(base, abs=1e-3)
+    assert run("domain:alpha_matched=0.5") == pytest.approx(shipped, abs=1e-3)
+    assert run("domain") == pytest.approx(base, abs=1e-3)
+    assert run("iters") == pytest.approx(shipped, abs=1e-3)
+    assert run("iters", 1.0) == pytest.approx(base, abs=1e-3)

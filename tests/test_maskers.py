@@ -108,7 +108,7 @@ def test_a_harmonic_query_is_learned_at_several_pitches(pair):
     assert kept(spread.mask) > kept(single.mask) + 0.05, (kept(spread.mask), kept(single.mask))
 
 
-def test_a_query_matching_the_target_recording_gets_a_sharper_mask(pair):
+def test_a_query_matching_the_target_recording_gets_a_sharper_mask_and_compressed_decompositions(pair):
     mix, query, gt, truth = pair
     take = query + noise(len(query) / SR, seed=11, level=0.01)  # another take: the tone over a quieter bed
     X = features.stft(torch.from_numpy(mix), NFFT, HOP)
@@ -118,16 +118,24 @@ def test_a_query_matching_the_target_recording_gets_a_sharper_mask(pair):
     N = features.stft(torch.from_numpy(mix - gt), NFFT, HOP).abs().numpy() ** 2
     act = det.activity > 0
 
-    matched = mask_nmf(X, Q, det)
+    matched = mask_nmf(X, Q, det, matched_compression=1.0)  # the sharper exponent alone
     plain = mask_nmf(X, Q, det, matched_threshold=2.0)  # never matched: the base exponent
     assert matched.info["timbre_match"] >= 0.9 and matched.info["mask_power"] == 0.5
     assert plain.info["timbre_match"] == matched.info["timbre_match"] and plain.info["mask_power"] == 0.25
+    assert plain.info["compression"] == matched.info["compression"] == 1.0
 
     # Sharper: bins the tone dominates pass more, bins the bed dominates pass less.
     tone_bins, bed_bins = (G > 10 * N) & act, (N > 10 * G) & act
     assert tone_bins.sum() > 100 and bed_bins.sum() > 100
     assert matched.mask[tone_bins].mean() > plain.mask[tone_bins].mean() + 0.02
     assert matched.mask[bed_bins].mean() < plain.mask[bed_bins].mean() - 0.02
+
+    # By default a match also decomposes |X|^0.5, which weighs the target's quiet detail more:
+    # the quietest quarter of the bins the tone dominates pass more.
+    compressed = mask_nmf(X, Q, det)
+    assert compressed.info["compression"] == 0.5 and compressed.info["mask_power"] == 0.5
+    quiet = tone_bins & (G < np.percentile(G[tone_bins], 25))
+    assert compressed.mask[quiet].mean() > matched.mask[quiet].mean() + 0.02
 
 
 def test_nmf_dictionaries_learn_the_background_only_where_the_target_is_silent(pair):
