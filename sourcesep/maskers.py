@@ -57,9 +57,9 @@ MATCHED_POWER = 0.5
 # |X|^MATCHED_COMPRESSION, which weigh that detail more than KL on |X| does (the parts are taken
 # back to magnitudes before the mask). A same-class query's atoms would spend the extra weight on
 # interference, so only a match gets it. Dev, NMF seeds 0-4: 7.94 / 3.71 against 7.79 / 3.36 (49
-# audible cases 2.72 / 3.50 against 2.56 / 3.00); 10 of the 14 matched pairs gain, by up to 5.9
-# dB (speech +0.6 on average), 4 lose, speech over a cafe bed by 6.9 (benchmarks/RESULTS.md,
-# round 13). A sharper mask instead (p 1 for a match) loses: 7.61 / 3.16.
+# audible cases 2.72 / 3.50 against 2.56 / 3.00); 10 of the 14 matched pairs gain (+0.2 to +3.0
+# dB), 4 lose, speech over a cafe's babble by 6.3 (benchmarks/RESULTS.md, round 13). A sharper
+# mask instead (p 1 for a match) loses: 7.61 / 3.16.
 MATCHED_COMPRESSION = 0.5
 
 # The frame gain (:func:`frame_gain` of :func:`frame_share`): each frame is also weighted by the
