@@ -1461,6 +1461,27 @@ def context(ctx: dict, r: int = 1, step: int = 1, average: bool = True, alpha: f
     return _mask_from_parts(ctx, unstack(S).pow(1 / alpha), unstack(B).pow(1 / alpha), act)
 
 
+def blur(ctx: dict, bins: int = 5, matched: bool = False) -> np.ndarray:
+    """The shipped masker with the query's magnitudes smoothed along frequency (a moving average
+    over ``bins`` bins) before its atoms are learned, so a same-class query's atoms describe its
+    class's spectral shape rather than its own recording's fine structure; a matching query keeps
+    its own unless ``matched``."""
+    import torch
+
+    if _matched(ctx) and not matched:
+        return _shipped_mask(ctx)
+    Vq = ctx["Vq"].float()
+    k = torch.ones(1, 1, bins) / bins
+    sm = torch.nn.functional.conv1d(torch.nn.functional.pad(Vq.T[:, None, :], (bins // 2, bins // 2), mode="replicate"), k)
+    return _shipped_mask(ctx, query_mag=sm[:, 0, :].T.contiguous())
+
+
+def if_matched(ctx: dict, **masker_kw) -> np.ndarray:
+    """The shipped masker, with ``masker_kw`` (keyword arguments of
+    :func:`sourcesep.maskers.mask_nmf`) only for a query whose timbre matches the active frames."""
+    return _shipped_mask(ctx, **(masker_kw if _matched(ctx) else {}))
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1501,6 +1522,8 @@ VARIANTS = {
     "ratio-score": ratio_score,
     "domain": domain,
     "context": context,
+    "blur": blur,
+    "if-matched": if_matched,
 }
 
 
