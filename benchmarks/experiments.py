@@ -1482,6 +1482,39 @@ def if_matched(ctx: dict, **masker_kw) -> np.ndarray:
     return _shipped_mask(ctx, **(masker_kw if _matched(ctx) else {}))
 
 
+def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, width: int = 5) -> np.ndarray:
+    """The shipped two-pass masker whose second decomposition's target dictionary also holds ``k``
+    atoms learned from the mixture itself: from the first decomposition's target part of the
+    active frames it trusts most (share over ``width`` frames at least ``min_share`` and in the top
+    ``top`` fraction of the active frames), so the target's own recording, not only the query's,
+    shapes the atoms."""
+    import torch
+
+    from sourcesep import maskers, nmf
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return _zero_mask(ctx)
+    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
+    Vc, Vqc = V.pow(alpha), Vq.pow(alpha)
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq), seed=ctx["seed"])
+    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
+    S, B = first.parts()
+    share = maskers.frame_share(Vc, S, B, width=width)
+    on = act >= 0.5
+    Wq = first.W[:, :first.n_query_atoms]
+    if bool(on.any()):
+        trusted = on & (share >= max(min_share, float(torch.quantile(share[on], 1 - top))))
+        if k > 0 and int(trusted.sum()) >= 3:
+            own = (Vc * S / (S + B + nmf.EPS))[:, trusted]
+            Wq = torch.cat([Wq, nmf.learn_dictionary(own, min(k, int(trusted.sum())), seed=ctx["seed"] + 11)], dim=1)
+    low = share < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
+    second = torch.where(low, torch.zeros_like(act), act) if bool((low & on).any()) else act
+    S, B = maskers.nmf_fit(Vc, Vqc, second, **kw, query_atoms=Wq).parts()
+    return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1524,6 +1557,7 @@ VARIANTS = {
     "context": context,
     "blur": blur,
     "if-matched": if_matched,
+    "bootstrap": bootstrap,
 }
 
 

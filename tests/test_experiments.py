@@ -299,14 +299,16 @@ def test_a_matching_query_decomposes_compressed_magnitudes_unless_told_not_to(ex
     assert run("if-matched:n_query_atoms=8") != pytest.approx(shipped, abs=1e-3)
 
 
-def test_blur_and_if_matched_variants(experiments, split):
-    """`if-matched` changes nothing for an unmatched query and `blur` leaves it finite and
-    different; both parse their arguments."""
+def test_blur_if_matched_and_bootstrap_variants(experiments, split):
+    """`if-matched` changes nothing for an unmatched query; `blur` and `bootstrap` reduce to the
+    shipped mask at their neutral settings and change it otherwise."""
     torch.set_num_threads(1)
     case = str(split / "000")
     run = lambda spec: experiments.run_case((case, spec, False, FRAME_GAIN_POWER, {}, 0, None, True))[1]  # noqa: E731
     shipped = run("shipped")
     assert run("if-matched:n_free_atoms=0") == pytest.approx(shipped, abs=1e-3)  # the tone's query is not matched here
     assert run("blur:bins=1") == pytest.approx(shipped, abs=1e-3)
+    assert run("bootstrap:k=0") == pytest.approx(shipped, abs=1e-3)
+    assert np.isfinite(run("bootstrap:k=8")) and run("bootstrap:k=8") != pytest.approx(shipped, abs=1e-3)
     blurred = run("blur:bins=9")
     assert np.isfinite(blurred) and blurred != pytest.approx(shipped, abs=1e-3)
