@@ -14,10 +14,11 @@ Both maskers take the mixture STFT, the query STFT (same geometry) and a
   part for a harmonic query (speech, instruments) and its percussive part for a percussive one
   (ticks, knocks, crackle). A query whose timbre matches the active frames (one from the
   target's own recording) gets a sharper mask and decompositions on compressed magnitudes, which
-  model the target's quiet detail. Each frame is also weighted by the decomposition's target share of
-  its energy (:func:`frame_gain`), which attenuates interferer-only frames inside the activity.
-  With estimated activity the decomposition runs twice: the second one's background atoms also
-  learn on the active frames the first gives a low target share (:func:`second_pass_for`).
+  model the target's quiet detail. Each frame is also weighted by the decomposition's target
+  share of its energy (:func:`frame_gain`), which attenuates interferer-only frames inside the
+  activity. With estimated activity the decomposition runs twice: the second one's background
+  atoms also learn on the active frames the first gives a low target share
+  (:func:`second_pass_for`).
 * :func:`mask_wiener` — the same decomposition and generalised Wiener mask ``S^p / (S^p + B^p)``,
   refined by a few Adam steps that keep it close to that mask while penalising total variation
   (the DGMO regulariser), which removes isolated musical-noise blobs, then the same frame gain.
@@ -418,8 +419,9 @@ def mask_nmf(
     -------
     MaskResult with ``mask`` (F, T) float32 numpy in [0, 1] and ``info`` (target share of the
     active frames' energy, number of active frames, the query's harmonic fraction, the timbre
-    match, the exponent p used, the decompositions' magnitude compression, the number of active frames that trained the second
-    decomposition's background atoms and the frame gain's mean over the active frames).
+    match, the exponent p used, the decompositions' magnitude compression, the number of active
+    frames that trained the second decomposition's background atoms and the frame gain's mean
+    over the active frames).
     """
     V, act, m, gain, info = _soft_mask(mix_stft, query_stft, detection, frame_times_s, power=power,
                                  n_query_atoms=n_query_atoms, n_background_atoms=n_background_atoms,
