@@ -1357,16 +1357,20 @@ def exemplar_init(ctx: dict) -> np.ndarray:
         return _shipped_mask(ctx)
 
 
-def ratio_score(ctx: dict, weight: float = 0.5, harmonic_only: bool = False) -> np.ndarray:
+def ratio_score(ctx: dict, weight: float = 0.5, harmonic_only: bool = False, matched_only: bool = False) -> np.ndarray:
     """The query detector's score weighted by the fraction of each frame the query atoms explain:
     its level computed from ``s_q · (s_q / s_all)^weight`` instead of ``s_q`` (for clearly
-    harmonic queries only with ``harmonic_only``), the detection (segments and presence) redone
-    with it, then the shipped mask. Cases the shipped detector misses stay silent."""
+    harmonic queries only with ``harmonic_only``; only for a query whose timbre matches the
+    shipped detection's active frames with ``matched_only``), the detection (segments and
+    presence) redone with it, then the shipped mask. Cases the shipped detector misses stay
+    silent."""
     from unittest import mock
 
     from sourcesep import querydetect
 
     if harmonic_only and not _query_shifts(ctx["Vq"]):  # not clearly harmonic
+        return _shipped_mask(ctx)
+    if matched_only and not _matched(ctx):
         return _shipped_mask(ctx)
     plain = querydetect.query_scores
 

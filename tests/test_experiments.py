@@ -309,6 +309,7 @@ def test_blur_if_matched_and_bootstrap_variants(experiments, split):
     assert run("if-matched:n_free_atoms=0") == pytest.approx(shipped, abs=1e-3)  # the tone's query is not matched here
     assert run("blur:bins=1") == pytest.approx(shipped, abs=1e-3)
     assert run("bootstrap:k=0") == pytest.approx(shipped, abs=1e-3)
+    assert run("ratio-score:matched_only=true") == pytest.approx(shipped, abs=1e-3)
     assert np.isfinite(run("bootstrap:k=8")) and run("bootstrap:k=8") != pytest.approx(shipped, abs=1e-3)
     blurred = run("blur:bins=9")
     assert np.isfinite(blurred) and blurred != pytest.approx(shipped, abs=1e-3)
