@@ -1519,6 +1519,37 @@ def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, w
     return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
 
 
+def exemplars(ctx: dict, n: int = 64, matched_only: bool = True) -> np.ndarray:
+    """The shipped two-pass masker whose target dictionary is ``n`` of the query's own frames
+    (evenly spaced over its frames within 40 dB of its loudest, each normalised to unit sum)
+    instead of atoms learned from it: a query from the target's own recording is then modelled
+    frame by frame (only for such a query with ``matched_only``)."""
+    import torch
+
+    from sourcesep import maskers, nmf
+
+    if matched_only and not _matched(ctx):
+        return _shipped_mask(ctx)
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    if float(act.max()) <= 0:
+        return _zero_mask(ctx)
+    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
+    Vc, Vqc = V.pow(alpha), Vq.pow(alpha)
+    e = Vq.square().sum(0)
+    loud = torch.nonzero(e >= e.max() * 1e-4).flatten()
+    pick = loud[torch.linspace(0, len(loud) - 1, min(n, len(loud))).round().long()]
+    Wq = nmf.normalise_columns(Vqc[:, pick] + nmf.EPS)[0]
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), seed=ctx["seed"], query_atoms=Wq)
+    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
+    S, B = first.parts()
+    on = act >= 0.5
+    low = maskers.frame_share(Vc, S, B, width=5) < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
+    if bool((low & on).any()):
+        S, B = maskers.nmf_fit(Vc, Vqc, torch.where(low, torch.zeros_like(act), act), **kw).parts()
+    return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1562,6 +1593,7 @@ VARIANTS = {
     "blur": blur,
     "if-matched": if_matched,
     "bootstrap": bootstrap,
+    "exemplars": exemplars,
 }
 
 

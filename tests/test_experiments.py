@@ -295,8 +295,9 @@ def test_a_matching_query_decomposes_compressed_magnitudes_unless_told_not_to(ex
     assert run("domain") == pytest.approx(base, abs=1e-3)
     assert run("iters") == pytest.approx(shipped, abs=1e-3)
     assert run("iters", 1.0) == pytest.approx(base, abs=1e-3)
-    # A matching query is the one `if-matched` changes.
+    # A matching query is the one `if-matched` and `exemplars` change.
     assert run("if-matched:n_query_atoms=8") != pytest.approx(shipped, abs=1e-3)
+    assert np.isfinite(run("exemplars")) and run("exemplars") != pytest.approx(shipped, abs=1e-3)
 
 
 def test_blur_if_matched_and_bootstrap_variants(experiments, split):
@@ -310,6 +311,8 @@ def test_blur_if_matched_and_bootstrap_variants(experiments, split):
     assert run("blur:bins=1") == pytest.approx(shipped, abs=1e-3)
     assert run("bootstrap:k=0") == pytest.approx(shipped, abs=1e-3)
     assert run("ratio-score:matched_only=true") == pytest.approx(shipped, abs=1e-3)
+    assert run("exemplars") == pytest.approx(shipped, abs=1e-3)  # only a matching query's atoms change
+    assert np.isfinite(run("exemplars:matched_only=false"))
     assert np.isfinite(run("bootstrap:k=8")) and run("bootstrap:k=8") != pytest.approx(shipped, abs=1e-3)
     blurred = run("blur:bins=9")
     assert np.isfinite(blurred) and blurred != pytest.approx(shipped, abs=1e-3)
