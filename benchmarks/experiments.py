@@ -1486,6 +1486,12 @@ def if_matched(ctx: dict, **masker_kw) -> np.ndarray:
     return _shipped_mask(ctx, **(masker_kw if _matched(ctx) else {}))
 
 
+def if_unmatched(ctx: dict, **masker_kw) -> np.ndarray:
+    """The shipped masker, with ``masker_kw`` (keyword arguments of
+    :func:`sourcesep.maskers.mask_nmf`) only for a query whose timbre does not match."""
+    return _shipped_mask(ctx, **({} if _matched(ctx) else masker_kw))
+
+
 def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, width: int = 5) -> np.ndarray:
     """The shipped two-pass masker whose second decomposition's target dictionary also holds ``k``
     atoms learned from the mixture itself: from the first decomposition's target part of the
@@ -1592,6 +1598,7 @@ VARIANTS = {
     "context": context,
     "blur": blur,
     "if-matched": if_matched,
+    "if-unmatched": if_unmatched,
     "bootstrap": bootstrap,
     "exemplars": exemplars,
 }

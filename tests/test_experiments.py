@@ -295,8 +295,9 @@ def test_a_matching_query_decomposes_compressed_magnitudes_unless_told_not_to(ex
     assert run("domain") == pytest.approx(base, abs=1e-3)
     assert run("iters") == pytest.approx(shipped, abs=1e-3)
     assert run("iters", 1.0) == pytest.approx(base, abs=1e-3)
-    # A matching query is the one `if-matched` and `exemplars` change.
+    # A matching query is the one `if-matched` and `exemplars` change, and `if-unmatched` does not.
     assert run("if-matched:n_query_atoms=8") != pytest.approx(shipped, abs=1e-3)
+    assert run("if-unmatched:n_query_atoms=8") == pytest.approx(shipped, abs=1e-3)
     assert np.isfinite(run("exemplars")) and run("exemplars") != pytest.approx(shipped, abs=1e-3)
 
 
@@ -308,6 +309,7 @@ def test_blur_if_matched_and_bootstrap_variants(experiments, split):
     run = lambda spec: experiments.run_case((case, spec, False, FRAME_GAIN_POWER, {}, 0, None, True))[1]  # noqa: E731
     shipped = run("shipped")
     assert run("if-matched:n_free_atoms=0") == pytest.approx(shipped, abs=1e-3)  # the tone's query is not matched here
+    assert run("if-unmatched:n_query_atoms=8") != pytest.approx(shipped, abs=1e-3)
     assert run("blur:bins=1") == pytest.approx(shipped, abs=1e-3)
     assert run("bootstrap:k=0") == pytest.approx(shipped, abs=1e-3)
     assert run("ratio-score:matched_only=true") == pytest.approx(shipped, abs=1e-3)
