@@ -1089,20 +1089,30 @@ def _shipped_parts(ctx: dict, **fit_kw):
     when the activity is zero everywhere (the caller returns a zero mask). ``fit_kw``: further
     keyword arguments of :func:`sourcesep.maskers.nmf_fit` (iterations, sizes). For a matching
     query the decomposition runs on magnitudes raised to ``--matched-compression``, as shipped."""
-    import torch
-
     from sourcesep import maskers
 
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
+    if (inputs := _compressed(ctx)) is None:
         return None
-    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
-    S, B, _ = maskers.nmf_two_pass(V.pow(alpha), Vq.pow(alpha), act,
+    act, alpha, Vc, Vqc = inputs
+    V, Vq = ctx["V"].float(), ctx["Vq"].float()
+    S, B, _ = maskers.nmf_two_pass(Vc, Vqc, act,
                                    threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
                                    n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq),
                                    seed=ctx["seed"], **fit_kw)
     return act, V, Vq, S.pow(1 / alpha), B.pow(1 / alpha)
+
+
+def _compressed(ctx: dict):
+    """(activity (T,), alpha, V^alpha (F, T), Vq^alpha (F, Tq)) with alpha the shipped magnitude
+    compression for this pair (``--matched-compression`` for a matching query, else 1), or None
+    when the activity is zero everywhere (the caller returns a zero mask)."""
+    import torch
+
+    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
+    if float(act.max()) <= 0:
+        return None
+    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
+    return act, alpha, ctx["V"].float().pow(alpha), ctx["Vq"].float().pow(alpha)
 
 
 def _zero_mask(ctx: dict) -> np.ndarray:
@@ -1502,13 +1512,10 @@ def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, w
 
     from sourcesep import maskers, nmf
 
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
+    if (inputs := _compressed(ctx)) is None:
         return _zero_mask(ctx)
-    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
-    Vc, Vqc = V.pow(alpha), Vq.pow(alpha)
-    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq), seed=ctx["seed"])
+    act, alpha, Vc, Vqc = inputs
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(ctx["Vq"]), seed=ctx["seed"])
     first = maskers.nmf_fit(Vc, Vqc, act, **kw)
     S, B = first.parts()
     share = maskers.frame_share(Vc, S, B, width=width)
@@ -1536,13 +1543,10 @@ def exemplars(ctx: dict, n: int = 64, matched_only: bool = True) -> np.ndarray:
 
     if matched_only and not _matched(ctx):
         return _shipped_mask(ctx)
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
+    if (inputs := _compressed(ctx)) is None:
         return _zero_mask(ctx)
-    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
-    Vc, Vqc = V.pow(alpha), Vq.pow(alpha)
-    e = Vq.square().sum(0)
+    act, alpha, Vc, Vqc = inputs
+    e = ctx["Vq"].float().square().sum(0)
     loud = torch.nonzero(e >= e.max() * 1e-4).flatten()
     pick = loud[torch.linspace(0, len(loud) - 1, min(n, len(loud))).round().long()]
     Wq = nmf.normalise_columns(Vqc[:, pick] + nmf.EPS)[0]
