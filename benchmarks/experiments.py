@@ -1560,6 +1560,21 @@ def exemplars(ctx: dict, n: int = 64, matched_only: bool = True) -> np.ndarray:
     return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
 
 
+def det_compress(ctx: dict, a: float = 0.5, beta: float = 0.0) -> np.ndarray:
+    """The query detector run on compressed magnitudes |X|^``a`` (its dB thresholds, hysteresis
+    and logistic width scaled by ``a`` to match) under the beta-divergence ``beta`` (0:
+    Itakura-Saito, as shipped), then the shipped masker on its detection. Cases it misses stay
+    silent."""
+    from sourcesep import querydetect
+
+    det = querydetect.detect_query(ctx["x"].numpy(), ctx["q"].numpy(), mix_stft=ctx["V"].float().pow(a),
+                                   query_stft=ctx["Vq"].float().pow(a), seed=ctx["seed"], beta=beta,
+                                   hysteresis_db=3.0 * a, softness_db=2.0 * a)
+    if not det.found:
+        return _zero_mask(ctx)
+    return _shipped_mask(dict(ctx, det=det))
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1605,6 +1620,7 @@ VARIANTS = {
     "if-unmatched": if_unmatched,
     "bootstrap": bootstrap,
     "exemplars": exemplars,
+    "det-compress": det_compress,
 }
 
 

@@ -313,6 +313,8 @@ def test_blur_if_matched_and_bootstrap_variants(experiments, split):
     assert run("blur:bins=1") == pytest.approx(shipped, abs=1e-3)
     assert run("bootstrap:k=0") == pytest.approx(shipped, abs=1e-3)
     assert run("ratio-score:matched_only=true") == pytest.approx(shipped, abs=1e-3)
+    assert run("det-compress:a=1") == pytest.approx(shipped, abs=1e-3)
+    assert np.isfinite(run("det-compress:a=0.5"))
     assert run("exemplars") == pytest.approx(shipped, abs=1e-3)  # only a matching query's atoms change
     assert np.isfinite(run("exemplars:matched_only=false"))
     assert np.isfinite(run("bootstrap:k=8")) and run("bootstrap:k=8") != pytest.approx(shipped, abs=1e-3)
