@@ -1102,16 +1102,18 @@ def _shipped_parts(ctx: dict, **fit_kw):
     return act, V, Vq, S.pow(1 / alpha), B.pow(1 / alpha)
 
 
-def _compressed(ctx: dict):
-    """(activity (T,), alpha, V^alpha (F, T), Vq^alpha (F, Tq)) with alpha the shipped magnitude
-    compression for this pair (``--matched-compression`` for a matching query, else 1), or None
-    when the activity is zero everywhere (the caller returns a zero mask)."""
+def _compressed(ctx: dict, alpha: float = 1.0, alpha_matched: float | None = None):
+    """(activity (T,), a, V^a (F, T), Vq^a (F, Tq)) with a the magnitude compression for this pair:
+    ``alpha_matched`` (default ``--matched-compression``, as shipped) for a matching query, else
+    ``alpha`` (1 as shipped), or None when the activity is zero everywhere (the caller returns a
+    zero mask)."""
     import torch
 
     act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
     if float(act.max()) <= 0:
         return None
-    alpha = ctx["matched_compression"] if _matched(ctx) else 1.0
+    if _matched(ctx):
+        alpha = ctx["matched_compression"] if alpha_matched is None else alpha_matched
     return act, alpha, ctx["V"].float().pow(alpha), ctx["Vq"].float().pow(alpha)
 
 
@@ -1406,20 +1408,15 @@ def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0, alpha_matched: floa
     ``beta`` (1: Kullback-Leibler, as shipped; 0: Itakura-Saito); the parts are taken back to
     magnitudes (S^(1/alpha)) before the shipped mask and frame gain. ``alpha_matched`` replaces
     ``alpha`` when the query's timbre matches the active frames (the shipped sharper-mask rule)."""
-    import torch
-
     from sourcesep import maskers
 
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
+    if (inputs := _compressed(ctx, alpha, alpha if alpha_matched is None else alpha_matched)) is None:
         return _zero_mask(ctx)
-    if alpha_matched is not None and _matched(ctx):
-        alpha = alpha_matched
-    S, B, _ = maskers.nmf_two_pass(V.pow(alpha), Vq.pow(alpha), act,
+    act, alpha, Vc, Vqc = inputs
+    S, B, _ = maskers.nmf_two_pass(Vc, Vqc, act,
                                    threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
-                                   n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(Vq),
-                                   seed=ctx["seed"], beta=beta)
+                                   n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                                   query_shifts=_query_shifts(ctx["Vq"]), seed=ctx["seed"], beta=beta)
     return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
 
 
@@ -1446,14 +1443,10 @@ def context(ctx: dict, r: int = 1, step: int = 1, average: bool = True, alpha: f
 
     from sourcesep import features, maskers
 
-    act = torch.as_tensor(_activity(ctx), dtype=torch.float32)
-    V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    if float(act.max()) <= 0:
+    if (inputs := _compressed(ctx, alpha, alpha if alpha_matched is None else alpha_matched)) is None:
         return _zero_mask(ctx)
-    shifts = _query_shifts(Vq)
-    if alpha_matched is not None and _matched(ctx):
-        alpha = alpha_matched
-    V, Vq = V.pow(alpha), Vq.pow(alpha)
+    act, alpha, V, Vq = inputs
+    shifts = _query_shifts(ctx["Vq"])
     offsets = [k * step for k in range(-r, r + 1)]
     copies = [Vq] + [features.shift_frequency(Vq, st) for st in shifts]
     Q = torch.cat([_stack_frames(c, offsets)[:, ::(2 if i else 1)] for i, c in enumerate(copies)], dim=1)
@@ -1550,13 +1543,9 @@ def exemplars(ctx: dict, n: int = 64, matched_only: bool = True) -> np.ndarray:
     loud = torch.nonzero(e >= e.max() * 1e-4).flatten()
     pick = loud[torch.linspace(0, len(loud) - 1, min(n, len(loud))).round().long()]
     Wq = nmf.normalise_columns(Vqc[:, pick] + nmf.EPS)[0]
-    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), seed=ctx["seed"], query_atoms=Wq)
-    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
-    S, B = first.parts()
-    on = act >= 0.5
-    low = maskers.frame_share(Vc, S, B, width=5) < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
-    if bool((low & on).any()):
-        S, B = maskers.nmf_fit(Vc, Vqc, torch.where(low, torch.zeros_like(act), act), **kw).parts()
+    S, B, _ = maskers.nmf_two_pass(Vc, Vqc, act,
+                                   threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
+                                   n_free_atoms=maskers.free_atoms_for(ctx["det"]), seed=ctx["seed"], query_atoms=Wq)
     return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
 
 

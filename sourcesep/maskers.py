@@ -233,7 +233,9 @@ def nmf_two_pass(
     n_low = int((low & (activity >= 0.5)).sum())
     if n_low > 0:
         second = torch.where(low, torch.zeros_like(activity), activity)
-        S, B = nmf_fit(mix_mag, query_mag, second, **kw, query_atoms=first.W[:, :first.n_query_atoms]).parts()
+        # The query atoms depend only on the query (or were given), so the second pass reuses them.
+        kw["query_atoms"] = first.W[:, :first.n_query_atoms]
+        S, B = nmf_fit(mix_mag, query_mag, second, **kw).parts()
     return S, B, n_low
 
 

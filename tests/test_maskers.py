@@ -227,3 +227,20 @@ def test_a_second_pass_learns_an_interferer_that_sounds_only_inside_estimated_ac
     k = mask_nmf(X, Q, known, frame_times_s=t)
     assert k.info["second_pass_frames"] == 0
     assert np.array_equal(k.mask, mask_nmf(X, Q, known, frame_times_s=t, second_pass_share=0.0).mask)
+
+
+def test_two_pass_takes_given_query_atoms_into_both_decompositions(pair):
+    """Query atoms given to nmf_two_pass serve both passes: the query's own atoms, given, reproduce
+    the decomposition that learns them."""
+    from sourcesep import nmf
+    from sourcesep.maskers import nmf_two_pass
+
+    mix, query, _, truth = pair
+    V = features.stft(torch.from_numpy(mix), NFFT, HOP).abs()
+    Vq = features.stft(torch.from_numpy(query), NFFT, HOP).abs()
+    act = torch.as_tensor(_oracle_detection(V.shape[1], truth).activity, dtype=torch.float32)
+    learned = nmf_two_pass(V, Vq, act, threshold=1.0, seed=3)
+    atoms = nmf.learn_dictionary(Vq, 32, n_iter=40, seed=3)
+    given = nmf_two_pass(V, Vq, act, threshold=1.0, seed=3, query_atoms=atoms)
+    assert learned[2] == given[2] > 0  # a second pass ran
+    assert torch.allclose(learned[0], given[0]) and torch.allclose(learned[1], given[1])
