@@ -47,18 +47,24 @@ def _parse_value(v: str):
     return v
 
 
-def gt_segments(gt: np.ndarray, sr: int = 16000, nfft: int = 512, hop: int = 256,
-                floor_db: float = -40.0, merge_gap_s: float = 0.3) -> list[tuple[float, float]]:
-    """Oracle segments (start, end) in s from the ground truth's STFT frame energy."""
+def gt_frames(gt: np.ndarray, sr: int = 16000, nfft: int = 512, hop: int = 256,
+              floor_db: float = -40.0) -> tuple[np.ndarray, np.ndarray]:
+    """(frame times (T,) in s, active (T,) bool) of the ground truth's STFT frames: a frame is
+    active when its energy is within ``floor_db`` of the loudest frame's (none when gt is silent)."""
     import torch
 
     from sourcesep import features
 
     e = features.stft(torch.as_tensor(gt, dtype=torch.float32), nfft, hop).abs().pow(2).sum(0).numpy()
-    if e.max() <= 0:
+    return features.frame_times(len(e), hop, sr), e > e.max() * 10 ** (floor_db / 10)
+
+
+def gt_segments(gt: np.ndarray, sr: int = 16000, nfft: int = 512, hop: int = 256,
+                floor_db: float = -40.0, merge_gap_s: float = 0.3) -> list[tuple[float, float]]:
+    """Oracle segments (start, end) in s from the ground truth's STFT frame energy (:func:`gt_frames`)."""
+    t, act = gt_frames(gt, sr, nfft, hop, floor_db)
+    if not act.any():
         return []
-    act = e > e.max() * 10 ** (floor_db / 10)
-    t = features.frame_times(len(e), hop, sr)
     edges = np.diff(np.concatenate(([0], act.astype(np.int8), [0])))
     first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
     segs: list[list[float]] = []
@@ -267,18 +273,13 @@ def _detected_frames(path: Path, gt: np.ndarray, sr: int = 16000, hop: int = 256
     None when ``path`` does not exist (an older run)."""
     if not path.exists():
         return None
-    import torch
-
-    from sourcesep import features
-
-    e = features.stft(torch.as_tensor(gt, dtype=torch.float32), 512, hop).abs().pow(2).sum(0).numpy()
-    t = features.frame_times(len(e), hop, sr)
-    detected = np.zeros(len(e), bool)
+    t, target = gt_frames(gt, sr, hop=hop, floor_db=floor_db)
+    detected = np.zeros(len(t), bool)
     for line in path.read_text().split("\n"):
         if line.strip():
             a, b = map(float, line.split()[:2])
             detected |= (t >= a) & (t <= b)
-    return detected, e > e.max() * 10 ** (floor_db / 10)
+    return detected, target
 
 
 def load_scorer(path: Path):
