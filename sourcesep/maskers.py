@@ -162,7 +162,7 @@ class Decomposition(NamedTuple):
 
 def nmf_fit(
     mix_mag: torch.Tensor, query_mag: torch.Tensor, activity: torch.Tensor, *, n_iter: int = 40, beta: float = 1.0,
-    fit_iter: int | None = None, **dictionaries: Any,
+    fit_iter: int | None = None, smooth_h: float = 0.0, smooth_background: bool = True, **dictionaries: Any,
 ) -> Decomposition:
     """Semi-supervised NMF of the mixture with the dictionaries of :func:`nmf_dictionaries`
     (``dictionaries`` its other keyword arguments: sizes, seed, transpositions, given query atoms).
@@ -174,7 +174,10 @@ def nmf_fit(
     whole mixture and count as background (interferers that only sound while the target does).
     With fewer than 10 inactive frames all background atoms are learned in the fit. ``n_iter``
     multiplicative updates of the beta-divergence ``beta`` (1: Kullback-Leibler) learn each
-    dictionary and, unless ``fit_iter`` gives another number, fit the mixture.
+    dictionary and, unless ``fit_iter`` gives another number, fit the mixture. ``smooth_h``: weight
+    of a temporal-continuity penalty on the fit's activations (:func:`sourcesep.nmf.beta_nmf`; 0, as
+    the maskers use it, turns it off), on every atom or, without ``smooth_background``, only the
+    query atoms'.
     """
     V = mix_mag
     Wq, Wb, Wf, fixed_b = nmf_dictionaries(V, query_mag, activity, n_iter=n_iter, beta=beta, **dictionaries)
@@ -182,7 +185,11 @@ def nmf_fit(
     H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS, device=V.device)
     learn = torch.zeros(W0.shape[1], dtype=torch.bool, device=V.device)
     learn[Wq.shape[1] + (Wb.shape[1] if fixed_b else 0):] = True
-    W, H = nmf.beta_nmf(V, W0, H0, n_iter=n_iter if fit_iter is None else fit_iter, beta=beta, update_w=learn)
+    smooth = torch.full((W0.shape[1],), float(smooth_h), device=V.device)
+    if not smooth_background:
+        smooth[Wq.shape[1]:] = 0.0
+    W, H = nmf.beta_nmf(V, W0, H0, n_iter=n_iter if fit_iter is None else fit_iter, beta=beta, update_w=learn,
+                        smooth_h=smooth)
     return Decomposition(W, H, Wq.shape[1], fixed_b)
 
 

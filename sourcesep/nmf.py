@@ -60,6 +60,7 @@ def beta_nmf(
     update_h: bool = True,
     frame_weight=None,
     l1_h: float = 0.0,
+    smooth_h: float | torch.Tensor = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multiplicative-update beta-NMF: V (F, T) ≈ W (F, K) @ H (K, T).
 
@@ -67,6 +68,8 @@ def beta_nmf(
     fixed, e.g. query atoms in a semi-supervised fit). frame_weight: optional (T,) non-negative
     weights of each frame in the W update (e.g. 0 for frames where the target is active, so
     background atoms are learned only from background frames). l1_h: sparsity weight on H.
+    smooth_h: weight of a temporal-continuity penalty on H (Virtanen 2007), a scalar or one weight
+    per atom (K,): each row's squared frame-to-frame change over its mean; 0 turns it off.
     Returns (W, H) with W's columns normalised to unit sum.
     """
     V = _as_tensor(V).clamp_min(0)
@@ -79,12 +82,21 @@ def beta_nmf(
         upd = torch.as_tensor(update_w, dtype=torch.bool, device=W.device)
     fw = None if frame_weight is None else _as_tensor(frame_weight).to(W.device)[None, :]
     any_w = bool(upd.any())
+    sm = torch.as_tensor(smooth_h, dtype=H.dtype, device=H.device).reshape(-1, 1)
+    sm = sm if bool((sm > 0).any()) and H.shape[1] > 1 else None
     for _ in range(n_iter):
         if update_h:
             A, B = _aux(V, (W @ H).clamp_min(EPS), beta)
             num = W.T @ A
             # beta = 1: B is all ones, so W.T @ B is W's column sums (no matmul needed).
             den = (W.sum(0)[:, None] if B is None else W.T @ B) + l1_h
+            if sm is not None:
+                # Temporal continuity (Virtanen 2007): sum_t lam_k (h_kt - h_k,t-1)^2 / (2 mean_t h_k),
+                # its gradient split into a positive part (den) and a negative part (num).
+                m = H.mean(1, keepdim=True).clamp_min(EPS)
+                nb = torch.cat([H[:, :1], H[:, :-1]], 1) + torch.cat([H[:, 1:], H[:, -1:]], 1)
+                num = num + sm * nb / m
+                den = den + 2 * sm * H / m
             H = H * num / den.clamp_min(EPS)
         if any_w:
             A, B = _aux(V, (W @ H).clamp_min(EPS), beta)
