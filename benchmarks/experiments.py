@@ -16,7 +16,7 @@ with ``--seeds K``, each figure's mean over NMF seeds 0..K-1 and the range of th
 ``shipped`` equals ``quality.py --detector query --masker nmf``.
 
 Variants named ``*-gt`` read gt.wav: they are bounds (what a perfect estimate of one quantity
-would give), not methods. The round-6 to round-11 logs in benchmarks/RESULTS.md were measured with
+would give), not methods. The round-6 to round-14 logs in benchmarks/RESULTS.md were measured with
 this script.
 """
 
@@ -1401,18 +1401,22 @@ def ratio_score(ctx: dict, weight: float = 0.5, harmonic_only: bool = False, mat
     return _shipped_mask(dict(ctx, det=det))
 
 
-def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0, alpha_matched: float | None = None) -> np.ndarray:
+def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0, alpha_matched: float | None = None,
+           beta_matched: float | None = None) -> np.ndarray:
     """Round 13: the two-pass masker (as shipped before the matched compression, which
     ``alpha_matched=0.5`` gives) with its decompositions on compressed magnitudes |X|^``alpha``
     (query and mixture alike; 1: none, 0.5: square-root, 2: power) under the beta-divergence
     ``beta`` (1: Kullback-Leibler, as shipped; 0: Itakura-Saito); the parts are taken back to
     magnitudes (S^(1/alpha)) before the shipped mask and frame gain. ``alpha_matched`` replaces
-    ``alpha`` when the query's timbre matches the active frames (the shipped sharper-mask rule)."""
+    ``alpha`` when the query's timbre matches the active frames (the shipped sharper-mask rule), and
+    ``beta_matched`` (round 14) replaces ``beta`` for such a pair."""
     from sourcesep import maskers
 
     if (inputs := _compressed(ctx, alpha, alpha if alpha_matched is None else alpha_matched)) is None:
         return _zero_mask(ctx)
     act, alpha, Vc, Vqc = inputs
+    if beta_matched is not None and _matched(ctx):
+        beta = beta_matched
     S, B, _ = maskers.nmf_two_pass(Vc, Vqc, act,
                                    threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
                                    n_free_atoms=maskers.free_atoms_for(ctx["det"]),
@@ -1564,6 +1568,142 @@ def det_compress(ctx: dict, a: float = 0.5, beta: float = 0.0) -> np.ndarray:
     return _shipped_mask(dict(ctx, det=det))
 
 
+def smooth_h(ctx: dict, lam: float = 0.3, target_only: bool = False) -> np.ndarray:
+    """Round 14: the shipped masker whose mixture fits penalise the activations' frame-to-frame
+    change (temporal continuity, Virtanen 2007) with weight ``lam``, on every atom or only the
+    query's (``target_only``)."""
+    if (parts := _shipped_parts(ctx, smooth_h=lam, smooth_background=not target_only)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
+    return _mask_from_parts(ctx, S, B, act)
+
+
+def dead_zone(ctx: dict, tau: float = 0.03, q: float = 1.0, matched_only: bool = False) -> np.ndarray:
+    """Round 14: the shipped mask times ``min(1, r / tau)^q`` with r = S / (S + B) the
+    decomposition's magnitude ratio: bins where the target explains less than ``tau`` of the
+    magnitude go to 0 instead of keeping the soft mask's floor (p 0.25 keeps (S/B)^0.25)."""
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
+    if matched_only and not _matched(ctx):
+        return _mask_from_parts(ctx, S, B, act)
+    r = S / (S + B + 1e-10)
+    return _mask_from_parts(ctx, S, B, act) * (r / tau).clamp(max=1.0).pow(q).numpy()
+
+
+def redetect(ctx: dict, thr: float = 0.3, hyst: float = 3.0, smooth_ms: float = 120.0, pad_ms: float = 100.0,
+             gap_ms: float = 500.0, lo_pct: float = 10.0, hi_pct: float = 95.0, share: bool = False,
+             act_only: bool = True) -> np.ndarray:
+    """Round 14: the detector's segment rule run again on the shipped decomposition's target part
+    S (whose background atoms learned on the first activity's inactive frames, a better model of
+    the interferers than the detector's free atoms): the level of S per frame (or its share of the
+    frame with ``share``), smoothed over ``smooth_ms``, thresholded ``thr`` of the way from its
+    ``lo_pct``-th to its ``hi_pct``-th percentile (over the active frames with ``act_only``) with
+    ``hyst`` dB hysteresis and only inside the old activity, then merged and padded as the detector
+    does; the new activity is the old one inside the new segments, and the shipped masker runs on
+    it."""
+    from sourcesep import detect
+    from sourcesep.querydetect import _hysteresis, _smooth
+
+    if (parts := _shipped_parts(ctx)) is None:
+        return _zero_mask(ctx)
+    act, V, Vq, S, B = parts
+    a = act.numpy().astype(np.float64)
+    s_q = S.sum(0).double().numpy()
+    s_all = s_q + B.sum(0).double().numpy()
+    floor = 1e-4 * float(s_all.max()) + 1e-12
+    if share:
+        x = 20.0 * np.log10(s_q / (s_all + floor) + 1e-4)
+    else:
+        x = 20.0 * np.log10(s_q + floor)
+    times = ctx["times"]
+    step = float(np.median(np.diff(times)))
+    score = _smooth(x, int(round(smooth_ms / 1000.0 / step)))
+    on = a >= 0.5
+    ref = score[on] if act_only and on.sum() > 10 else score
+    lo, hi = np.percentile(ref, [lo_pct, hi_pct])
+    t = lo + thr * (hi - lo)
+    active = _hysteresis(score, t, t - hyst) & on
+    segs = detect.segments_from_mask(active, times - step / 2, step, score, min_dur_ms=300.0, merge_gap_ms=gap_ms,
+                                     padding_ms=pad_ms, duration_s=len(ctx["x"]) / SR)
+    if not segs:
+        return _shipped_mask(ctx)
+    inside = np.zeros(len(a), bool)
+    for sg in segs:
+        inside |= (times >= sg.start) & (times <= sg.end)
+    return _shipped_mask(_ctx_with_activity(ctx, np.where(inside, a, 0.0)))
+
+
+def relax(ctx: dict, gamma: float = 0.5) -> np.ndarray:
+    """Round 14: the shipped mask (scaled to a largest value of 1) raised to ``gamma`` inside the
+    activity (1: as shipped; 0: the activity gate alone)."""
+    m = _shipped_mask(ctx)
+    if m.max() <= 0:
+        return m
+    m = m / m.max()
+    return np.where(m > 0, np.power(m, gamma), 0.0).astype(np.float32)
+
+
+def det_ensemble(ctx: dict, n: int = 3, vote: float = 0.5) -> np.ndarray:
+    """Round 14: the query detector run with ``n`` NMF seeds (``n·seed`` … ``n·seed + n − 1``);
+    a frame stays active where at least ``vote`` of the runs that find the target hold it, with
+    their mean activity; then the shipped masker (seeded as the run's own) on that activity. When
+    fewer than half of the runs find the target, the estimate is silent."""
+    from sourcesep import querydetect
+
+    dets = [querydetect.detect_query(ctx["x"].numpy(), ctx["q"].numpy(), mix_stft=ctx["X"], query_stft=ctx["Q"],
+                                     seed=n * ctx["seed"] + i) for i in range(n)]
+    found = [d for d in dets if d.found]
+    if len(found) < n / 2:
+        return _zero_mask(ctx)
+    acts = np.stack([np.interp(ctx["times"], d.times_s, d.activity) for d in found])
+    inside = (acts > 0).mean(0) >= vote
+    return _shipped_mask(_ctx_with_activity(ctx, np.where(inside, np.maximum(acts.mean(0), 0.5), 0.0)))
+
+
+def level_gain(ctx: dict, d: float = 30.0, gamma: float = 0.5, pct: float = 95.0, smooth: int = 5) -> np.ndarray:
+    """Round 14: the shipped mask times a gain from each active frame's mixture level: 0 at ``d`` dB
+    below the ``pct``-th percentile of the active frames' levels, 1 at it, linear in dB in between,
+    raised to ``gamma`` (level smoothed over ``smooth`` frames)."""
+    from sourcesep.querydetect import _smooth
+
+    m = _shipped_mask(ctx)
+    on = _activity(ctx) >= 0.5
+    if m.max() <= 0 or on.sum() < 2:
+        return m
+    lev = _smooth(10 * np.log10(ctx["V"].double().pow(2).sum(0).numpy() + 1e-12), smooth)
+    top = np.percentile(lev[on], pct)
+    g = np.clip((lev - (top - d)) / d, 0.0, 1.0) ** gamma
+    return (m * g[None, :]).astype(np.float32)
+
+
+def pass_blend(ctx: dict, w: float = 0.5, geometric: bool = False) -> np.ndarray:
+    """Round 14: the masks of the shipped masker's two decompositions blended, ``w`` times the
+    first's plus (1 − ``w``) times the second's (or their weighted geometric mean), instead of the
+    second's alone: a hedge for the pairs whose first share is low on the target itself."""
+    import torch
+
+    from sourcesep import maskers
+
+    if (inputs := _compressed(ctx)) is None:
+        return _zero_mask(ctx)
+    act, alpha, Vc, Vqc = inputs
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(ctx["Vq"]),
+              seed=ctx["seed"])
+    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
+    S1, B1 = first.parts()
+    low = maskers.frame_share(Vc, S1, B1, width=5) < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
+    m1 = _mask_from_parts(ctx, S1.pow(1 / alpha), B1.pow(1 / alpha), act)
+    if not bool((low & (act >= 0.5)).any()):
+        return m1
+    S2, B2 = maskers.nmf_fit(Vc, Vqc, torch.where(low, torch.zeros_like(act), act),
+                             query_atoms=first.W[:, :first.n_query_atoms], **kw).parts()
+    m2 = _mask_from_parts(ctx, S2.pow(1 / alpha), B2.pow(1 / alpha), act)
+    if geometric:
+        return (np.power(m1, w) * np.power(m2, 1 - w)).astype(np.float32)
+    return (w * m1 + (1 - w) * m2).astype(np.float32)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1610,6 +1750,13 @@ VARIANTS = {
     "bootstrap": bootstrap,
     "exemplars": exemplars,
     "det-compress": det_compress,
+    "smooth-h": smooth_h,
+    "dead-zone": dead_zone,
+    "redetect": redetect,
+    "relax": relax,
+    "det-ensemble": det_ensemble,
+    "level-gain": level_gain,
+    "pass-blend": pass_blend,
 }
 
 
