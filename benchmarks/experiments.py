@@ -384,10 +384,25 @@ def band_atoms(ctx: dict, bands: int = 3, keep_full: bool = True, skip_matched: 
     return _shipped_mask(ctx, torch.cat(([ctx["Vq"]] if keep_full else []) + copies, 1))
 
 
-def refine_gt(ctx: dict, dilate: int = 5) -> np.ndarray:
+def refine_gt(ctx: dict, dilate: int = 5, part: str = "both") -> np.ndarray:
     """Bound: the detected activity kept only on frames where the true target is within 30 dB of
-    its loudest frame (dilated by ``dilate`` frames): a perfect refinement of the detection."""
-    return _shipped_mask(_ctx_with_activity(ctx, _refined_activity(ctx, dilate)))
+    its loudest frame (dilated by ``dilate`` frames): a perfect refinement of the detection.
+    ``part`` (round 14) says where the refined activity is used: "both" (the decompositions and
+    the gate), "gate" (the shipped decompositions, the refined gate) or "atoms" (the
+    decompositions of the refined activity, the detected gate)."""
+    import torch
+
+    refined = _refined_activity(ctx, dilate)
+    if part == "both":
+        return _shipped_mask(_ctx_with_activity(ctx, refined))
+    if part == "gate":
+        return _shipped_mask(ctx) * (refined > 0)[None, :]
+    if part != "atoms":
+        raise ValueError(f"part must be 'both', 'gate' or 'atoms', got {part!r}")
+    if (parts := _shipped_parts(_ctx_with_activity(ctx, refined))) is None:
+        return _shipped_mask(ctx)
+    _, _, _, S, B = parts
+    return _mask_from_parts(ctx, S, B, torch.as_tensor(_activity(ctx), dtype=torch.float32))
 
 
 def _refined_activity(ctx: dict, dilate: int = 5) -> np.ndarray:
@@ -1704,6 +1719,37 @@ def pass_blend(ctx: dict, w: float = 0.5, geometric: bool = False) -> np.ndarray
     return (w * m1 + (1 - w) * m2).astype(np.float32)
 
 
+def fine_gate(ctx: dict, score: str = "target", db: float = 30.0, dilate: int = 5, smooth: int = 1) -> np.ndarray:
+    """Round 14: the shipped mask times a hard frame gate built as ``refine-gt`` builds its bound,
+    from an estimate instead of gt.wav: frames whose ``score`` energy (smoothed over ``smooth``
+    frames) is within ``db`` dB of its loudest active frame, dilated by ``dilate`` frames. Scores:
+    "target" (the decomposition's target part as the mask passes it, |m·X|²), "parts" (the
+    decomposition's S²), "mix" (the mixture itself)."""
+    from scipy.ndimage import maximum_filter1d
+
+    from sourcesep.querydetect import _smooth
+
+    m = _shipped_mask(ctx)
+    on = _activity(ctx) >= 0.5
+    if m.max() <= 0 or on.sum() < 2:
+        return m
+    V2 = ctx["V"].double().pow(2).numpy()
+    if score == "target":
+        e = (m.astype(np.float64) ** 2 * V2).sum(0)
+    elif score == "parts":
+        if (parts := _shipped_parts(ctx)) is None:
+            return m
+        e = parts[3].double().pow(2).sum(0).numpy()
+    elif score == "mix":
+        e = V2.sum(0)
+    else:
+        raise ValueError(f"score must be 'target', 'parts' or 'mix', got {score!r}")
+    lev = _smooth(10 * np.log10(e + 1e-20), smooth)
+    keep = lev > lev[on].max() - db
+    gate = maximum_filter1d(keep.astype(float), max(1, dilate))
+    return (m * gate[None, :]).astype(np.float32)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1757,6 +1803,7 @@ VARIANTS = {
     "det-ensemble": det_ensemble,
     "level-gain": level_gain,
     "pass-blend": pass_blend,
+    "fine-gate": fine_gate,
 }
 
 

@@ -330,12 +330,18 @@ def test_round_14_variants(experiments, split):
     run = lambda spec: experiments.run_case((case, spec, False, FRAME_GAIN_POWER, {}, 0, None, True))[1]  # noqa: E731
     shipped = run("shipped")
     for neutral in ("smooth-h:lam=0", "relax:gamma=1", "pass-blend:w=0", "dead-zone:tau=1e-9",
-                    "domain:alpha_matched=0.5,beta_matched=1", "det-ensemble:n=1", "level-gain:d=1000,gamma=0"):
+                    "domain:alpha_matched=0.5,beta_matched=1", "det-ensemble:n=1", "level-gain:d=1000,gamma=0",
+                    "fine-gate:db=1000"):
         assert run(neutral) == pytest.approx(shipped, abs=1e-3), neutral
     for spec in ("smooth-h:lam=1", "smooth-h:lam=1,target_only=true", "relax:gamma=0.5", "pass-blend:w=0.5",
                  "dead-zone:tau=0.1", "domain:beta=1.5,alpha_matched=0.5", "redetect:thr=0.6",
                  "level-gain:d=10,gamma=1"):
         figure = run(spec)
         assert np.isfinite(figure) and figure != pytest.approx(shipped, abs=1e-3), spec
+    # The refinement bound, split into its gate and its decompositions: both read gt.wav and run.
+    for spec in ("refine-gt:part=gate", "refine-gt:part=atoms", "fine-gate", "fine-gate:score=parts"):
+        assert np.isfinite(run(spec)), spec
+    with pytest.raises(RuntimeError, match="part must be"):
+        run("refine-gt:part=edges")
     # Three detector seeds agree on a clean tone: the vote keeps the shipped activity's figure.
     assert run("det-ensemble") == pytest.approx(shipped, abs=0.05)
