@@ -90,8 +90,10 @@ def classify(exc: BaseException) -> str:
     return TRANSIENT
 
 
-def _summary(result: Any, files: dict[str, Path]) -> dict[str, Any]:
-    ev = result.event
+def _summary(files: dict[str, Path]) -> dict[str, Any]:
+    """The ledger's summary of a finished job, read back from the event.json it just wrote (so
+    the two always agree, and the event is not built a second time)."""
+    ev = json.loads(Path(files["event"]).read_text(encoding="utf-8"))
     cls = ev.get("classification") or {}
     return {
         "class_name": cls.get("class_name"),
@@ -144,7 +146,7 @@ def run_attempt(sep: Any, spec: JobSpec) -> Outcome:
         log.info("stage start", stage=stage)
         files = result.write(spec.out_dir, extra_event=spec.extra_event)
         log.info("stage end", stage=stage, duration_s=round(time.perf_counter() - t1, 4), files=sorted(p.name for p in files.values()))
-        return Outcome(True, summary=_summary(result, files), duration_s=time.perf_counter() - t0)
+        return Outcome(True, summary=_summary(files), duration_s=time.perf_counter() - t0)
     except Exception as exc:  # every failure becomes an error.json; the daemon goes on
         kind = classify(exc)
         message = str(exc) or exc.__class__.__name__
