@@ -185,9 +185,10 @@ def nmf_fit(
     H0 = torch.full((W0.shape[1], V.shape[1]), float(V.mean()) + nmf.EPS, device=V.device)
     learn = torch.zeros(W0.shape[1], dtype=torch.bool, device=V.device)
     learn[Wq.shape[1] + (Wb.shape[1] if fixed_b else 0):] = True
-    smooth = torch.full((W0.shape[1],), float(smooth_h), device=V.device)
-    if not smooth_background:
-        smooth[Wq.shape[1]:] = 0.0
+    smooth: float | torch.Tensor = float(smooth_h)
+    if smooth_h > 0 and not smooth_background:
+        smooth = torch.zeros(W0.shape[1], device=V.device)
+        smooth[:Wq.shape[1]] = float(smooth_h)
     W, H = nmf.beta_nmf(V, W0, H0, n_iter=n_iter if fit_iter is None else fit_iter, beta=beta, update_w=learn,
                         smooth_h=smooth)
     return Decomposition(W, H, Wq.shape[1], fixed_b)
