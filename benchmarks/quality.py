@@ -77,6 +77,11 @@ def gt_segments(gt: np.ndarray, sr: int = 16000, nfft: int = 512, hop: int = 256
     return [(s, e_) for s, e_ in segs]
 
 
+def _write_spans(path: Path, spans: list[tuple[float, float]]) -> None:
+    """``start end`` lines (s) as :func:`sourcesep.detect.segments_from_file` reads them."""
+    path.write_text("".join(f"{a:.4f} {b:.4f}\n" for a, b in spans) or "# none\n")
+
+
 def _run_case(job: tuple[str, str, dict, tuple[float, float] | None]) -> tuple[str, float, bool, str | None]:
     case_dir, out_dir, params, oracle = job
     import soundfile as sf
@@ -92,7 +97,7 @@ def _run_case(job: tuple[str, str, dict, tuple[float, float] | None]) -> tuple[s
         gt, _ = sf.read(case / "gt.wav", dtype="float32")
         segs = gt_segments(gt, floor_db=oracle[0], merge_gap_s=oracle[1])
         seg_file = out / "segments.txt"
-        seg_file.write_text("".join(f"{s:.4f} {e:.4f}\n" for s, e in segs) or "# none\n")
+        _write_spans(seg_file, segs)
         params.update(detector="oracle", segments=str(seg_file))
     try:
         sep = Separator(model="none", threads=1, **params)
@@ -101,7 +106,7 @@ def _run_case(job: tuple[str, str, dict, tuple[float, float] | None]) -> tuple[s
         dt = time.perf_counter() - t0
         audio.write(out / "target.wav", res.target, fmt="FLOAT")
         # The detected spans, for the caveats' frame recall and precision against gt.wav.
-        (out / "detected.txt").write_text("".join(f"{sg.start:.4f} {sg.end:.4f}\n" for sg in res.segments))
+        _write_spans(out / "detected.txt", [(sg.start, sg.end) for sg in res.segments])
         return case.name, dt, bool(res.target_found), None
     except Exception as e:  # noqa: BLE001 - a failed case is scored as a failure, not fatal
         return case.name, float("nan"), False, f"{type(e).__name__}: {e}"
@@ -271,14 +276,14 @@ def _detected_frames(path: Path, gt: np.ndarray, sr: int = 16000, hop: int = 256
     """(detected, target) (T,) bool on gt's STFT frames: frame centres inside a span of ``path``
     (``start end`` lines, s), and frames whose gt energy is within ``floor_db`` of its loudest.
     None when ``path`` does not exist (an older run)."""
+    from sourcesep.detect import segments_from_file
+
     if not path.exists():
         return None
     t, target = gt_frames(gt, sr, hop=hop, floor_db=floor_db)
     detected = np.zeros(len(t), bool)
-    for line in path.read_text().split("\n"):
-        if line.strip():
-            a, b = map(float, line.split()[:2])
-            detected |= (t >= a) & (t <= b)
+    for sg in segments_from_file(path):
+        detected |= (t >= sg.start) & (t <= sg.end)
     return detected, target
 
 
