@@ -1695,25 +1695,14 @@ def level_gain(ctx: dict, d: float = 30.0, gamma: float = 0.5, pct: float = 95.0
 def pass_blend(ctx: dict, w: float = 0.5, geometric: bool = False) -> np.ndarray:
     """Round 14: the masks of the shipped masker's two decompositions blended, ``w`` times the
     first's plus (1 − ``w``) times the second's (or their weighted geometric mean), instead of the
-    second's alone: a hedge for the pairs whose first share is low on the target itself."""
-    import torch
-
-    from sourcesep import maskers
-
-    if (inputs := _compressed(ctx)) is None:
+    second's alone: a hedge for the pairs whose first share is low on the target itself. (The
+    first decomposition is the one ``--second-pass-share 0`` gives; where no frame is handed
+    over, both masks are the first's.)"""
+    if (second := _shipped_parts(ctx)) is None:
         return _zero_mask(ctx)
-    act, alpha, Vc, Vqc = inputs
-    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(ctx["Vq"]),
-              seed=ctx["seed"])
-    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
-    S1, B1 = first.parts()
-    low = maskers.frame_share(Vc, S1, B1, width=5) < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
-    m1 = _mask_from_parts(ctx, S1.pow(1 / alpha), B1.pow(1 / alpha), act)
-    if not bool((low & (act >= 0.5)).any()):
-        return m1
-    S2, B2 = maskers.nmf_fit(Vc, Vqc, torch.where(low, torch.zeros_like(act), act),
-                             query_atoms=first.W[:, :first.n_query_atoms], **kw).parts()
-    m2 = _mask_from_parts(ctx, S2.pow(1 / alpha), B2.pow(1 / alpha), act)
+    act, _, _, S2, B2 = second
+    _, _, _, S1, B1 = _shipped_parts(dict(ctx, second_pass_share=0.0))
+    m1, m2 = _mask_from_parts(ctx, S1, B1, act), _mask_from_parts(ctx, S2, B2, act)
     if geometric:
         return (np.power(m1, w) * np.power(m2, 1 - w)).astype(np.float32)
     return (w * m1 + (1 - w) * m2).astype(np.float32)
