@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 NFFT, HOP, SR = 512, 256, 16000
 INAUDIBLE_PEAK = 1e-3  # gt.wav peaks below this: the target is inaudible (quality.py's caveats)
+N_ATOMS, N_ITER = 32, 40  # the shipped maskers' dictionary size and multiplicative updates
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -1076,14 +1077,14 @@ def ttt_gate(ctx: dict, gamma: float = 0.5, floor: float = 0.1, smooth: int = 5,
 ttt_gate.passes_to = _ttt_share  # its **kw: listed by --list
 
 
-def _mask_from_parts(ctx: dict, S, B, act, gain_share=None, gain_power: float | None = None):
-    """The shipped mask (F, T) from given NMF parts S, B (F, T): :func:`sourcesep.maskers.ratio_mask`,
-    the frame gain (from ``gain_share`` (T,) when given, else from S and B) and the activity gate
-    ``act`` (T,)."""
+def _mask_from_parts(ctx: dict, S, B, act, gain_share=None, gain_power: float | None = None, **ratio_kw):
+    """The shipped mask (F, T) from given NMF parts S, B (F, T): :func:`sourcesep.maskers.ratio_mask`
+    (``ratio_kw`` its keyword arguments, e.g. the exponents), the frame gain (from ``gain_share``
+    (T,) when given, else from S and B) and the activity gate ``act`` (T,)."""
     from sourcesep import hpss, maskers
 
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
-    m, _ = maskers.ratio_mask(V, Vq, S, B, act, harmonic_fraction=hpss.harmonic_fraction(Vq))
+    m, _ = maskers.ratio_mask(V, Vq, S, B, act, harmonic_fraction=hpss.harmonic_fraction(Vq), **ratio_kw)
     gp = ctx["frame_gain_power"] if gain_power is None else gain_power
     if gp > 0:
         share = _nmf_share(V, S, B) if gain_share is None else gain_share
@@ -1739,6 +1740,140 @@ def fine_gate(ctx: dict, score: str = "target", db: float = 30.0, dilate: int = 
     return (m * gate[None, :]).astype(np.float32)
 
 
+def _fit_given(Vc, Wq, Wb, n_free: int, seed: int):
+    """(S, B) (F, T) of one KL fit of Vc (F, T) with the query atoms Wq (F, Kq) and background
+    atoms Wb (F, Kb) fixed and ``n_free`` free atoms learned (counted as background), as
+    :func:`sourcesep.maskers.nmf_fit` does with its own dictionaries."""
+    import torch
+
+    from sourcesep import nmf
+
+    Wf = nmf.normalise_columns(nmf.random_init(Vc.shape[0], n_free, seed=seed + 7))[0]
+    W0 = torch.cat([Wq, Wb, Wf], 1)
+    H0 = torch.full((W0.shape[1], Vc.shape[1]), float(Vc.mean()) + nmf.EPS)
+    learn = torch.zeros(W0.shape[1], dtype=torch.bool)
+    learn[Wq.shape[1] + Wb.shape[1]:] = True
+    W, H = nmf.beta_nmf(Vc, W0, H0, n_iter=N_ITER, update_w=learn)
+    k = Wq.shape[1]
+    return W[:, :k] @ H[:k], W[:, k:] @ H[k:]
+
+
+def atoms_gt(ctx: dict, side: str = "both", free: int = 8, loud_db: float = 40.0, power: float = 0.25,
+             matched_power: float = 0.5, gain: float = -1.0) -> np.ndarray:
+    """Round 15 bound: the shipped mask from a decomposition whose dictionaries are learned from
+    the true sources. ``side`` "q": the query atoms learned from gt.wav's frames within ``loud_db``
+    of its loudest (the target as it sits in the mixture) and the shipped background atoms (two
+    passes); "b": the shipped query atoms and background atoms learned from the whole interference
+    (mix − gt); "both": both, one fit. ``free`` free atoms are learned in the fit. Splits what a
+    perfect dictionary is worth into the target's and the interference's side. ``power`` and
+    ``matched_power``: the mask's exponents (shipped 0.25, and 0.5 for a matching query);
+    ``gain``: the frame gain's exponent (−1: as shipped)."""
+    import torch
+
+    from sourcesep import features, maskers, nmf
+
+    if side not in ("q", "b", "both"):
+        raise ValueError(f"side must be 'q', 'b' or 'both', got {side!r}")
+    if (inputs := _compressed(ctx)) is None:
+        return _zero_mask(ctx)
+    act, alpha, Vc, Vqc = inputs
+    G = ctx["G"].float()
+    level = 10 * torch.log10(G.square().sum(0) + 1e-20)
+    Wq_gt = nmf.learn_dictionary(G[:, level > level.max() - loud_db].pow(alpha), N_ATOMS, n_iter=N_ITER,
+                                 seed=ctx["seed"])
+    if side == "q":
+        S, B, _ = maskers.nmf_two_pass(Vc, Vqc, act,
+                                       threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
+                                       n_free_atoms=free, query_atoms=Wq_gt, seed=ctx["seed"])
+    else:
+        Wq = Wq_gt if side == "both" else maskers.nmf_dictionaries(
+            Vc, Vqc, act, query_shifts=_query_shifts(ctx["Vq"]), seed=ctx["seed"])[0]
+        interference = features.magnitude(features.stft(ctx["x"] - ctx["g"], NFFT, HOP)).float().pow(alpha)
+        Wb = nmf.learn_dictionary(interference, N_ATOMS, n_iter=N_ITER, seed=ctx["seed"] + 3)
+        S, B = _fit_given(Vc, Wq, Wb, free, ctx["seed"])
+    return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act, gain_power=None if gain < 0 else gain,
+                            power=power, matched_power=matched_power)
+
+
+def resid_bg(ctx: dict, k: float = 1.0, mode: str = "replace") -> np.ndarray:
+    """Round 15: a second decomposition whose background atoms are learned from the first one's
+    estimate of the interference on every frame, bin by bin: |X|·(1 − r)^``k`` with r = S / (S + B)
+    the first decomposition's magnitude ratio (0 on the inactive frames), so the interferers that
+    sound only under the target (what ``atoms-gt:side=b`` learns from the truth) get atoms of their
+    own. ``mode`` "replace": those atoms instead of the shipped background atoms; "add": beside
+    them. Query and free atoms as shipped; one fit, the shipped mask."""
+    import torch
+
+    from sourcesep import maskers, nmf
+
+    if mode not in ("replace", "add"):
+        raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}")
+    if (inputs := _compressed(ctx)) is None:
+        return _zero_mask(ctx)
+    act, alpha, Vc, Vqc = inputs
+    n_free = maskers.free_atoms_for(ctx["det"])
+    first = maskers.nmf_fit(Vc, Vqc, act, n_free_atoms=n_free, query_shifts=_query_shifts(ctx["Vq"]),
+                            seed=ctx["seed"])
+    S, B = first.parts()
+    r = torch.where(act[None, :] >= 0.5, S / (S + B + nmf.EPS), torch.zeros_like(S))
+    Wr = nmf.learn_dictionary(Vc * (1 - r).pow(k), N_ATOMS, n_iter=N_ITER, seed=ctx["seed"] + 5)
+    nq = first.n_query_atoms
+    Wq, Wb = first.W[:, :nq], first.W[:, nq:first.W.shape[1] - n_free]
+    S, B = _fit_given(Vc, Wq, Wr if mode == "replace" else torch.cat([Wb, Wr], 1), n_free, ctx["seed"])
+    return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
+
+def coupled_q(ctx: dict, lam: float = 1.0, n_iter: int = N_ITER) -> np.ndarray:
+    """Round 15: the target dictionary learned from the query and the mixture together (coupled
+    KL-NMF), an estimate of ``atoms-gt:side=q``. The shipped two passes pick the background atoms
+    (inactive frames, then also the first decomposition's low-share active frames); the second
+    decomposition then updates the query atoms W_q on the mixture (V ≈ W_q H_q + W_b H_b + W_f H_f)
+    and, in the same step, on the query's own frames (Vq ≈ W_q H'_q, only the query atoms; without
+    a harmonic query's transposed copies), the
+    query frames weighted so that together they count ``lam`` times the mixture's frames: the
+    atoms move towards what the mixture's target needs only as far as they still explain the
+    query. As ``lam`` grows the atoms stay the query's (the shipped masker, up to the query frames'
+    further updates)."""
+    import torch
+
+    from sourcesep import maskers, nmf
+
+    if (inputs := _compressed(ctx)) is None:
+        return _zero_mask(ctx)
+    act, alpha, Vc, Vqc = inputs
+    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=_query_shifts(ctx["Vq"]), seed=ctx["seed"])
+    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
+    S, B = first.parts()
+    nq = first.n_query_atoms
+    Wq = first.W[:, :nq]
+    low = maskers.frame_share(Vc, S, B, width=5) < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
+    second = torch.where(low, torch.zeros_like(act), act) if bool((low & (act >= 0.5)).any()) else act
+    _, Wb, Wf, fixed_b = maskers.nmf_dictionaries(Vc, Vqc, second, query_atoms=Wq, n_free_atoms=kw["n_free_atoms"],
+                                                  seed=ctx["seed"])
+    W = torch.cat([Wq, Wb, Wf], 1)
+    learn = torch.ones(W.shape[1], dtype=torch.bool)
+    if fixed_b:
+        learn[nq:nq + Wb.shape[1]] = False
+    H = torch.full((W.shape[1], Vc.shape[1]), float(Vc.mean()) + nmf.EPS)
+    Hq = torch.full((nq, Vqc.shape[1]), float(Vqc.mean()) + nmf.EPS)
+    wq = lam * Vc.shape[1] / Vqc.shape[1]  # per query frame
+    for _ in range(n_iter):
+        H = H * (W.T @ (Vc / (W @ H).clamp_min(nmf.EPS))) / W.sum(0)[:, None].clamp_min(nmf.EPS)
+        Hq = Hq * (Wq.T @ (Vqc / (Wq @ Hq).clamp_min(nmf.EPS))) / Wq.sum(0)[:, None].clamp_min(nmf.EPS)
+        A = Vc / (W @ H).clamp_min(nmf.EPS)
+        num, den = A @ H.T, H.sum(1)[None, :].expand(W.shape[0], -1).clone()
+        Aq = Vqc / (Wq @ Hq).clamp_min(nmf.EPS)
+        num[:, :nq] += wq * (Aq @ Hq.T)
+        den[:, :nq] += wq * Hq.sum(1)[None, :]
+        Wn = W * num / den.clamp_min(nmf.EPS)
+        W = torch.where(learn[None, :], Wn, W)
+        sc = torch.where(learn, W.sum(0).clamp_min(nmf.EPS), torch.ones_like(W[0]))
+        W, H = W / sc, H * sc[:, None]
+        Hq = Hq * sc[:nq, None]
+        Wq = W[:, :nq]
+    S, B = W[:, :nq] @ H[:nq], W[:, nq:] @ H[nq:]
+    return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
+
+
 VARIANTS = {
     "shipped": shipped,
     "eq-gt": eq_gt,
@@ -1793,6 +1928,9 @@ VARIANTS = {
     "level-gain": level_gain,
     "pass-blend": pass_blend,
     "fine-gate": fine_gate,
+    "atoms-gt": atoms_gt,
+    "resid-bg": resid_bg,
+    "coupled-q": coupled_q,
 }
 
 

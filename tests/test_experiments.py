@@ -345,3 +345,21 @@ def test_round_14_variants(experiments, split):
         run("refine-gt:part=edges")
     # Three detector seeds agree on a clean tone: the vote keeps the shipped activity's figure.
     assert run("det-ensemble") == pytest.approx(shipped, abs=0.05)
+
+
+def test_round_15_variants(experiments, split):
+    """The dictionary bound and its two estimates run on a real pair, refuse unknown settings, and
+    the coupled target dictionary stays near the shipped mask when the query's frames dominate."""
+    torch.set_num_threads(1)
+    case = str(split / "000")
+    run = lambda spec: experiments.run_case((case, spec, False, FRAME_GAIN_POWER, {}, 0, None, True))[1]  # noqa: E731
+    shipped = run("shipped")
+    for spec in ("atoms-gt", "atoms-gt:side=q", "atoms-gt:side=b,power=1,gain=0", "resid-bg", "resid-bg:mode=add",
+                 "coupled-q:lam=0.1"):
+        figure = run(spec)
+        assert np.isfinite(figure) and figure != pytest.approx(shipped, abs=1e-3), spec
+    assert run("coupled-q:lam=1e6") == pytest.approx(shipped, abs=0.5)
+    with pytest.raises(RuntimeError, match="side must be"):
+        run("atoms-gt:side=target")
+    with pytest.raises(RuntimeError, match="mode must be"):
+        run("resid-bg:mode=both")
