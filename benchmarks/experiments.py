@@ -16,7 +16,7 @@ with ``--seeds K``, each figure's mean over NMF seeds 0..K-1 and the range of th
 ``shipped`` equals ``quality.py --detector query --masker nmf``.
 
 Variants named ``*-gt`` read gt.wav: they are bounds (what a perfect estimate of one quantity
-would give), not methods. The round-6 to round-14 logs in benchmarks/RESULTS.md were measured with
+would give), not methods. The round-6 to round-15 logs in benchmarks/RESULTS.md were measured with
 this script.
 """
 
