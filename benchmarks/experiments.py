@@ -1100,14 +1100,16 @@ def _nmf_share(V, S, B, width: int = 15):
     return maskers.frame_share(V, S, B, width=width)
 
 
-def _shipped_parts(ctx: dict, **fit_kw):
+def _shipped_parts(ctx: dict, alpha: float = 1.0, alpha_matched: float | None = None, **fit_kw):
     """(activity (T,), V (F, T), Vq (F, Tq), S, B) of the shipped masker's decomposition, or None
     when the activity is zero everywhere (the caller returns a zero mask). ``fit_kw``: further
-    keyword arguments of :func:`sourcesep.maskers.nmf_fit` (iterations, sizes). For a matching
-    query the decomposition runs on magnitudes raised to ``--matched-compression``, as shipped."""
+    keyword arguments of :func:`sourcesep.maskers.nmf_fit` (iterations, sizes, β). The
+    decomposition runs on magnitudes raised to the compression :func:`_compressed` picks from
+    ``alpha`` and ``alpha_matched`` (as shipped by default: ``--matched-compression`` for a
+    matching query, none otherwise); S and B are taken back to magnitudes."""
     from sourcesep import maskers
 
-    if (inputs := _compressed(ctx)) is None:
+    if (inputs := _compressed(ctx, alpha, alpha_matched)) is None:
         return None
     act, alpha, Vc, Vqc = inputs
     V, Vq = ctx["V"].float(), ctx["Vq"].float()
@@ -1426,18 +1428,12 @@ def domain(ctx: dict, alpha: float = 1.0, beta: float = 1.0, alpha_matched: floa
     magnitudes (S^(1/alpha)) before the shipped mask and frame gain. ``alpha_matched`` replaces
     ``alpha`` when the query's timbre matches the active frames (the shipped sharper-mask rule), and
     ``beta_matched`` (round 14) replaces ``beta`` for such a pair."""
-    from sourcesep import maskers
-
-    if (inputs := _compressed(ctx, alpha, alpha if alpha_matched is None else alpha_matched)) is None:
-        return _zero_mask(ctx)
-    act, alpha, Vc, Vqc = inputs
     if beta_matched is not None and _matched(ctx):
         beta = beta_matched
-    S, B, _ = maskers.nmf_two_pass(Vc, Vqc, act,
-                                   threshold=maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]),
-                                   n_free_atoms=maskers.free_atoms_for(ctx["det"]),
-                                   query_shifts=_query_shifts(ctx["Vq"]), seed=ctx["seed"], beta=beta)
-    return _mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
+    if (parts := _shipped_parts(ctx, alpha, alpha if alpha_matched is None else alpha_matched, beta=beta)) is None:
+        return _zero_mask(ctx)
+    act, _, _, S, B = parts
+    return _mask_from_parts(ctx, S, B, act)
 
 
 def _stack_frames(V, offsets):
