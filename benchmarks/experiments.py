@@ -1511,16 +1511,22 @@ def if_unmatched(ctx: dict, **masker_kw) -> np.ndarray:
     return _shipped_mask(ctx, **({} if _matched(ctx) else masker_kw))
 
 
-def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, width: int = 5) -> np.ndarray:
+def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, width: int = 5, raw: bool = False,
+              select: str = "share", only: bool = False) -> np.ndarray:
     """The shipped two-pass masker whose second decomposition's target dictionary also holds ``k``
     atoms learned from the mixture itself: from the first decomposition's target part of the
     active frames it trusts most (share over ``width`` frames at least ``min_share`` and in the top
     ``top`` fraction of the active frames), so the target's own recording, not only the query's,
-    shapes the atoms."""
+    shapes the atoms. Round 15: ``raw`` learns them from the mixture's own magnitudes on those
+    frames (not the target part, which only the query atoms' span can hold); ``select`` "gt" picks
+    the frames by the true target's share of their energy instead (a bound: the mixture's cleanest
+    target frames); ``only`` uses the new atoms alone as the target dictionary."""
     import torch
 
     from sourcesep import maskers, nmf
 
+    if select not in ("share", "gt"):
+        raise ValueError(f"select must be 'share' or 'gt', got {select!r}")
     if (inputs := _compressed(ctx)) is None:
         return _zero_mask(ctx)
     act, alpha, Vc, Vqc = inputs
@@ -1531,10 +1537,15 @@ def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, w
     on = act >= 0.5
     Wq = first.W[:, :first.n_query_atoms]
     if bool(on.any()):
-        trusted = on & (share >= max(min_share, float(torch.quantile(share[on], 1 - top))))
+        if select == "gt":
+            score = (ctx["G"].double().square().sum(0) / ctx["V"].double().square().sum(0).clamp_min(1e-20)).float()
+        else:
+            score = share
+        trusted = on & (score >= max(min_share, float(torch.quantile(score[on], 1 - top))))
         if k > 0 and int(trusted.sum()) >= 3:
-            own = (Vc * S / (S + B + nmf.EPS))[:, trusted]
-            Wq = torch.cat([Wq, nmf.learn_dictionary(own, min(k, int(trusted.sum())), seed=ctx["seed"] + 11)], dim=1)
+            own = (Vc if raw else Vc * S / (S + B + nmf.EPS))[:, trusted]
+            Wn = nmf.learn_dictionary(own, min(k, int(trusted.sum())), seed=ctx["seed"] + 11)
+            Wq = Wn if only else torch.cat([Wq, Wn], dim=1)
     low = share < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
     second = torch.where(low, torch.zeros_like(act), act) if bool((low & on).any()) else act
     S, B = maskers.nmf_fit(Vc, Vqc, second, **kw, query_atoms=Wq).parts()

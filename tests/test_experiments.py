@@ -359,6 +359,11 @@ def test_round_15_variants(experiments, split):
         figure = run(spec)
         assert np.isfinite(figure) and figure != pytest.approx(shipped, abs=1e-3), spec
     assert run("coupled-q:lam=1e6") == pytest.approx(shipped, abs=0.5)
+    # Target atoms from the mixture's own frames: picked by the share, or by gt.wav (a bound).
+    for spec in ("bootstrap:raw=true", "bootstrap:raw=true,select=gt,min_share=0.8,top=1,only=true"):
+        assert np.isfinite(run(spec)), spec
+    with pytest.raises(RuntimeError, match="select must be"):
+        run("bootstrap:select=level")
     with pytest.raises(RuntimeError, match="side must be"):
         run("atoms-gt:side=target")
     with pytest.raises(RuntimeError, match="mode must be"):
