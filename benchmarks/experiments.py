@@ -1512,7 +1512,7 @@ def if_unmatched(ctx: dict, **masker_kw) -> np.ndarray:
 
 
 def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, width: int = 5, raw: bool = False,
-              select: str = "share", only: bool = False) -> np.ndarray:
+              select: str = "share", only: bool = False, matched_only: bool = False) -> np.ndarray:
     """The shipped two-pass masker whose second decomposition's target dictionary also holds ``k``
     atoms learned from the mixture itself: from the first decomposition's target part of the
     active frames it trusts most (share over ``width`` frames at least ``min_share`` and in the top
@@ -1520,13 +1520,16 @@ def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, w
     shapes the atoms. Round 15: ``raw`` learns them from the mixture's own magnitudes on those
     frames (not the target part, which only the query atoms' span can hold); ``select`` "gt" picks
     the frames by the true target's share of their energy instead (a bound: the mixture's cleanest
-    target frames); ``only`` uses the new atoms alone as the target dictionary."""
+    target frames); ``only`` uses the new atoms alone as the target dictionary; ``matched_only``
+    leaves a query whose timbre does not match the active frames as shipped."""
     import torch
 
     from sourcesep import maskers, nmf
 
     if select not in ("share", "gt"):
         raise ValueError(f"select must be 'share' or 'gt', got {select!r}")
+    if matched_only and not _matched(ctx):
+        return _shipped_mask(ctx)
     if (inputs := _compressed(ctx)) is None:
         return _zero_mask(ctx)
     act, alpha, Vc, Vqc = inputs

@@ -362,6 +362,7 @@ def test_round_15_variants(experiments, split):
     # Target atoms from the mixture's own frames: picked by the share, or by gt.wav (a bound).
     for spec in ("bootstrap:raw=true", "bootstrap:raw=true,select=gt,min_share=0.8,top=1,only=true"):
         assert np.isfinite(run(spec)), spec
+    assert run("bootstrap:matched_only=true") == pytest.approx(shipped, abs=1e-3)  # the tone's query is not matched
     with pytest.raises(RuntimeError, match="select must be"):
         run("bootstrap:select=level")
     with pytest.raises(RuntimeError, match="side must be"):
