@@ -1,0 +1,138 @@
+"""The experiments' variants, one module per kind of change (see ``benchmarks/experiments.py``).
+
+Every variant is ``fn(ctx, **params)`` and returns a mask (F, T) on the mixture's 512-point STFT
+or a waveform estimate (n,). ``ctx`` holds the pair's STFTs and magnitudes, the detection, gt.wav
+and the run's settings (see ``experiments._score_case``); variants named ``*-gt`` read gt.wav and
+give bounds."""
+
+from __future__ import annotations
+
+from .common import (
+    shipped,
+    if_matched,
+    if_unmatched,
+)
+from .query import (
+    eq_gt,
+    eq_mix,
+    eq_robust,
+    eq_bound,
+    eq_masked,
+    eq_onset,
+    eq_top,
+    eq_fit,
+    query_loud,
+    query_denoise,
+    band_atoms,
+    clusters,
+    adapt_q,
+    exemplar_init,
+    blur,
+    bootstrap,
+    exemplars,
+    coupled_q,
+)
+from .gates import (
+    refine_gt,
+    pieces,
+    modulation,
+    share_gt,
+    nmf_gate,
+    share_floor,
+    share_mix,
+    matched_gain,
+    share_from,
+    band_gain,
+    ratio_score,
+    det_compress,
+    redetect,
+    relax,
+    det_ensemble,
+    level_gain,
+    fine_gate,
+)
+from .decompositions import (
+    power_ramp,
+    hp_strength,
+    two_pass,
+    iters,
+    seed_ensemble,
+    prune_atoms,
+    domain,
+    context,
+    smooth_h,
+    dead_zone,
+    pass_blend,
+    atoms_gt,
+    resid_bg,
+)
+from .pitch import (
+    pitch_comb,
+    pitch_comb_gt,
+)
+from .phase import (
+    misi,
+)
+from .networks import (
+    ttt_eq,
+    ttt_gate,
+)
+
+VARIANTS = {
+    "shipped": shipped,
+    "eq-gt": eq_gt,
+    "eq-mix": eq_mix,
+    "eq-robust": eq_robust,
+    "eq-bound": eq_bound,
+    "eq-masked": eq_masked,
+    "eq-onset": eq_onset,
+    "eq-top": eq_top,
+    "eq-fit": eq_fit,
+    "query-loud": query_loud,
+    "query-denoise": query_denoise,
+    "band-atoms": band_atoms,
+    "refine-gt": refine_gt,
+    "pieces": pieces,
+    "modulation": modulation,
+    "power-ramp": power_ramp,
+    "clusters": clusters,
+    "hp-strength": hp_strength,
+    "pitch-comb": pitch_comb,
+    "pitch-comb-gt": pitch_comb_gt,
+    "misi": misi,
+    "ttt-eq": ttt_eq,
+    "share-gt": share_gt,
+    "ttt-gate": ttt_gate,
+    "nmf-gate": nmf_gate,
+    "two-pass": two_pass,
+    "iters": iters,
+    "share-floor": share_floor,
+    "adapt-q": adapt_q,
+    "share-mix": share_mix,
+    "matched-gain": matched_gain,
+    "share-from": share_from,
+    "seed-ensemble": seed_ensemble,
+    "prune-atoms": prune_atoms,
+    "band-gain": band_gain,
+    "exemplar-init": exemplar_init,
+    "ratio-score": ratio_score,
+    "domain": domain,
+    "context": context,
+    "blur": blur,
+    "if-matched": if_matched,
+    "if-unmatched": if_unmatched,
+    "bootstrap": bootstrap,
+    "exemplars": exemplars,
+    "det-compress": det_compress,
+    "smooth-h": smooth_h,
+    "dead-zone": dead_zone,
+    "redetect": redetect,
+    "relax": relax,
+    "det-ensemble": det_ensemble,
+    "level-gain": level_gain,
+    "pass-blend": pass_blend,
+    "fine-gate": fine_gate,
+    "atoms-gt": atoms_gt,
+    "resid-bg": resid_bg,
+    "coupled-q": coupled_q,
+}
