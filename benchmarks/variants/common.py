@@ -197,6 +197,32 @@ def compressed_inputs(ctx: dict, alpha: float = 1.0, alpha_matched: float | None
     return act, alpha, ctx["V"].float().pow(alpha), ctx["Vq"].float().pow(alpha)
 
 
+def first_decomposition(ctx: dict):
+    """(activity (T,), a, V^a (F, T), Vq^a (F, Tq), the shipped masker's first decomposition of
+    V^a (:class:`sourcesep.maskers.Decomposition`)), a the compression :func:`compressed_inputs`
+    picks, or None when the activity is zero everywhere (the caller returns a zero mask)."""
+    from sourcesep import maskers
+
+    if (inputs := compressed_inputs(ctx)) is None:
+        return None
+    act, alpha, Vc, Vqc = inputs
+    first = maskers.nmf_fit(Vc, Vqc, act, n_free_atoms=maskers.free_atoms_for(ctx["det"]),
+                            query_shifts=query_shifts(ctx["Vq"]), seed=ctx["seed"])
+    return act, alpha, Vc, Vqc, first
+
+
+def second_pass_activity(ctx: dict, share, act):
+    """The activity (T,) of the shipped second decomposition: the active frames whose first
+    decomposition's target share (T,) is below the second pass's threshold count as inactive
+    (``act`` itself when there are none)."""
+    import torch
+
+    from sourcesep import maskers
+
+    low = share < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
+    return torch.where(low, torch.zeros_like(act), act) if bool((low & (act >= 0.5)).any()) else act
+
+
 def zero_mask(ctx: dict) -> np.ndarray:
     return np.zeros(tuple(ctx["V"].shape), np.float32)
 

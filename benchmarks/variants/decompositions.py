@@ -13,6 +13,7 @@ from .common import (
     N_ITER,
     compressed_inputs,
     detected_activity,
+    first_decomposition,
     is_matched,
     mask_from_parts,
     nmf_share,
@@ -289,12 +290,10 @@ def resid_bg(ctx: dict, k: float = 1.0, mode: str = "replace") -> np.ndarray:
 
     if mode not in ("replace", "add"):
         raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}")
-    if (inputs := compressed_inputs(ctx)) is None:
+    if (fitted := first_decomposition(ctx)) is None:
         return zero_mask(ctx)
-    act, alpha, Vc, Vqc = inputs
+    act, alpha, Vc, Vqc, first = fitted
     n_free = maskers.free_atoms_for(ctx["det"])
-    first = maskers.nmf_fit(Vc, Vqc, act, n_free_atoms=n_free, query_shifts=query_shifts(ctx["Vq"]),
-                            seed=ctx["seed"])
     S, B = first.parts()
     r = torch.where(act[None, :] >= 0.5, S / (S + B + nmf.EPS), torch.zeros_like(S))
     Wr = nmf.learn_dictionary(Vc * (1 - r).pow(k), N_ATOMS, n_iter=N_ITER, seed=ctx["seed"] + 5)

@@ -13,12 +13,14 @@ from .common import (
     compressed_inputs,
     detected_activity,
     eq_gain,
+    first_decomposition,
     gain_from_bands,
     is_matched,
     loud_mean_power,
     mask_from_parts,
     query_shifts,
     refined_activity,
+    second_pass_activity,
     shape_cos,
     shipped,
     shipped_mask,
@@ -425,11 +427,9 @@ def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, w
         raise ValueError(f"select must be 'share' or 'gt', got {select!r}")
     if matched_only and not is_matched(ctx):
         return shipped_mask(ctx)
-    if (inputs := compressed_inputs(ctx)) is None:
+    if (fitted := first_decomposition(ctx)) is None:
         return zero_mask(ctx)
-    act, alpha, Vc, Vqc = inputs
-    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=query_shifts(ctx["Vq"]), seed=ctx["seed"])
-    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
+    act, alpha, Vc, Vqc, first = fitted
     S, B = first.parts()
     share = maskers.frame_share(Vc, S, B, width=width)
     on = act >= 0.5
@@ -444,9 +444,8 @@ def bootstrap(ctx: dict, top: float = 0.2, k: int = 8, min_share: float = 0.5, w
             own = (Vc if raw else Vc * S / (S + B + nmf.EPS))[:, trusted]
             Wn = nmf.learn_dictionary(own, min(k, int(trusted.sum())), seed=ctx["seed"] + 11)
             Wq = Wn if only else torch.cat([Wq, Wn], dim=1)
-    low = share < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
-    second = torch.where(low, torch.zeros_like(act), act) if bool((low & on).any()) else act
-    S, B = maskers.nmf_fit(Vc, Vqc, second, **kw, query_atoms=Wq).parts()
+    S, B = maskers.nmf_fit(Vc, Vqc, second_pass_activity(ctx, share, act), query_atoms=Wq,
+                           n_free_atoms=maskers.free_atoms_for(ctx["det"]), seed=ctx["seed"]).parts()
     return mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
 
 
@@ -489,18 +488,14 @@ def coupled_q(ctx: dict, lam: float = 1.0, n_iter: int = N_ITER) -> np.ndarray:
 
     from sourcesep import maskers, nmf
 
-    if (inputs := compressed_inputs(ctx)) is None:
+    if (fitted := first_decomposition(ctx)) is None:
         return zero_mask(ctx)
-    act, alpha, Vc, Vqc = inputs
-    kw = dict(n_free_atoms=maskers.free_atoms_for(ctx["det"]), query_shifts=query_shifts(ctx["Vq"]), seed=ctx["seed"])
-    first = maskers.nmf_fit(Vc, Vqc, act, **kw)
-    S, B = first.parts()
+    act, alpha, Vc, Vqc, first = fitted
     nq = first.n_query_atoms
     Wq = first.W[:, :nq]
-    low = maskers.frame_share(Vc, S, B, width=5) < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
-    second = torch.where(low, torch.zeros_like(act), act) if bool((low & (act >= 0.5)).any()) else act
-    _, Wb, Wf, fixed_b = maskers.nmf_dictionaries(Vc, Vqc, second, query_atoms=Wq, n_free_atoms=kw["n_free_atoms"],
-                                                  seed=ctx["seed"])
+    second = second_pass_activity(ctx, maskers.frame_share(Vc, *first.parts(), width=5), act)
+    _, Wb, Wf, fixed_b = maskers.nmf_dictionaries(Vc, Vqc, second, query_atoms=Wq,
+                                                  n_free_atoms=maskers.free_atoms_for(ctx["det"]), seed=ctx["seed"])
     W = torch.cat([Wq, Wb, Wf], 1)
     learn = torch.ones(W.shape[1], dtype=torch.bool)
     if fixed_b:
