@@ -30,6 +30,7 @@ def shipped_mask(ctx: dict, query_mag=None, **kw) -> np.ndarray:
 
 
 def detected_activity(ctx: dict) -> np.ndarray:
+    """The detection's activity (T,) in [0, 1] on the mixture's STFT frames."""
     from sourcesep import maskers
 
     return maskers.activity_on_grid(ctx["det"], ctx["V"].shape[1], ctx["times"])
@@ -114,6 +115,7 @@ def refined_activity(ctx: dict, dilate: int = 5) -> np.ndarray:
 
 
 def shape_cos(u: np.ndarray, v: np.ndarray) -> float:
+    """The cosine of two spectral shapes (n,): 1 for the same shape at any level."""
     return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12))
 
 
