@@ -116,6 +116,7 @@ def nmf_dictionaries(
     seed: int = 0,
     query_shifts: Sequence[float] = (),
     query_atoms: torch.Tensor | None = None,
+    background_atoms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """The three dictionaries of :func:`nmf_fit`, each (F, K) with unit-sum columns.
 
@@ -123,8 +124,8 @@ def nmf_dictionaries(
     copies transposed by ``query_shifts`` semitones, or ``query_atoms`` (F, n_query_atoms) when
     given: they depend only on the query, so a second decomposition reuses the first's), the
     background atoms (learned on the frames with activity < 0.5, ``background_fixed`` True; with
-    fewer than 10 such frames they are random and False: to be learned in the fit) and the random
-    initial free atoms.
+    fewer than 10 such frames they are random and False: to be learned in the fit; or
+    ``background_atoms`` (F, K) when given, kept fixed) and the random initial free atoms.
     """
     V = mix_mag
     F = V.shape[0]
@@ -137,8 +138,10 @@ def nmf_dictionaries(
             query_mag = torch.cat([query_mag, *copies], dim=1)
         Wq = nmf.learn_dictionary(query_mag, n_query_atoms, n_iter=n_iter, beta=beta, seed=seed)
     inactive = activity < 0.5
-    fixed_b = int(inactive.sum()) >= 10
-    if fixed_b:
+    fixed_b = background_atoms is not None or int(inactive.sum()) >= 10
+    if background_atoms is not None:
+        Wb = background_atoms
+    elif fixed_b:
         Wb = nmf.learn_dictionary(V[:, inactive], n_background_atoms, n_iter=n_iter, beta=beta, seed=seed + 3)
     else:
         Wb = nmf.normalise_columns(nmf.random_init(F, n_background_atoms, seed=seed + 3, device=V.device))[0]
@@ -227,8 +230,9 @@ def nmf_two_pass(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """:func:`nmf_fit` (``kw`` its keyword arguments), then, when some active frames (activity
     ≥ 0.5) have a target share (:func:`frame_share` over ``width`` frames) below ``threshold``, the
-    decomposition again with those frames counted as inactive (and the same query atoms), so its
-    fixed background atoms also learn the interferers that sound inside the activity.
+    decomposition again with those frames counted as inactive (:func:`second_pass_activity`; the
+    same query atoms), so its fixed background atoms also learn the interferers that sound inside
+    the activity.
 
     mix_mag (F, T), query_mag (F, Tq), activity (T,) in [0, 1]. Returns (S (F, T), B (F, T), the
     number of active frames that trained the second pass's background atoms; 0: one pass).
@@ -237,14 +241,30 @@ def nmf_two_pass(
     S, B = first.parts()
     if threshold <= 0:
         return S, B, 0
-    low = frame_share(mix_mag, S, B, width=width) < threshold
-    n_low = int((low & (activity >= 0.5)).sum())
+    second, n_low = second_pass_activity(frame_share(mix_mag, S, B, width=width), activity, threshold)
     if n_low > 0:
-        second = torch.where(low, torch.zeros_like(activity), activity)
         # The query atoms depend only on the query (or were given), so the second pass reuses them.
         kw["query_atoms"] = first.W[:, :first.n_query_atoms]
         S, B = nmf_fit(mix_mag, query_mag, second, **kw).parts()
     return S, B, n_low
+
+
+def second_pass_activity(
+    share: torch.Tensor, activity: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, int]:
+    """The activity of :func:`nmf_two_pass`'s second decomposition.
+
+    share (T,): the first decomposition's target share of each frame (:func:`frame_share`);
+    activity (T,) in [0, 1]. The active frames (activity ≥ 0.5) whose share is below
+    ``threshold`` count as inactive, so the background atoms learn on them too. Returns (the
+    second activity (T,), the number of active frames handed over); with none, ``activity``
+    itself and 0.
+    """
+    low = share < threshold
+    n_low = int((low & (activity >= 0.5)).sum())
+    if n_low == 0:
+        return activity, 0
+    return torch.where(low, torch.zeros_like(activity), activity), n_low
 
 
 def frame_share(

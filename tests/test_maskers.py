@@ -244,3 +244,34 @@ def test_two_pass_takes_given_query_atoms_into_both_decompositions(pair):
     given = nmf_two_pass(V, Vq, act, threshold=1.0, seed=3, query_atoms=atoms)
     assert learned[2] == given[2] > 0  # a second pass ran
     assert torch.allclose(learned[0], given[0]) and torch.allclose(learned[1], given[1])
+
+
+def test_second_pass_activity_hands_over_only_low_share_frames():
+    """Frames whose share is below the threshold count as inactive; with no active one among
+    them the activity is returned as it is."""
+    from sourcesep.maskers import second_pass_activity
+
+    act = torch.tensor([0.0, 0.3, 1.0, 1.0, 1.0, 0.6])
+    share = torch.tensor([0.0, 0.1, 0.9, 0.2, 0.6, 0.1])
+    second, n = second_pass_activity(share, act, 0.5)
+    assert n == 2  # frames 3 and 5: active, share below 0.5
+    assert torch.equal(second, torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 0.0]))
+    same, none = second_pass_activity(torch.tensor([0.0, 0.1, 0.9, 0.6, 0.7, 0.8]), act, 0.5)
+    assert none == 0 and same is act
+
+
+def test_given_background_atoms_are_kept_and_reproduce_the_learned_fit(pair):
+    """Background atoms given to nmf_fit stay fixed; the atoms the fit would learn, given, give
+    the same decomposition."""
+    from sourcesep.maskers import nmf_dictionaries, nmf_fit
+
+    mix, query, _, truth = pair
+    V = features.stft(torch.from_numpy(mix), NFFT, HOP).abs()
+    Vq = features.stft(torch.from_numpy(query), NFFT, HOP).abs()
+    act = torch.as_tensor(_oracle_detection(V.shape[1], truth).activity, dtype=torch.float32)
+    learned = nmf_fit(V, Vq, act, seed=3)
+    Wq, Wb, _, fixed = nmf_dictionaries(V, Vq, act, seed=3)
+    assert fixed
+    given = nmf_fit(V, Vq, torch.ones_like(act), seed=3, query_atoms=Wq, background_atoms=Wb)
+    assert given.background_fixed and torch.equal(given.W[:, 32:64], Wb)
+    assert all(torch.allclose(a, b) for a, b in zip(learned.parts(), given.parts()))

@@ -214,15 +214,12 @@ def first_decomposition(ctx: dict):
 
 
 def second_pass_activity(ctx: dict, share, act):
-    """The activity (T,) of the shipped second decomposition: the active frames whose first
-    decomposition's target share (T,) is below the second pass's threshold count as inactive
-    (``act`` itself when there are none)."""
-    import torch
-
+    """The activity (T,) of the shipped second decomposition
+    (:func:`sourcesep.maskers.second_pass_activity` at this run's threshold), from the first
+    decomposition's target share (T,) and the activity ``act`` (T,)."""
     from sourcesep import maskers
 
-    low = share < maskers.second_pass_for(ctx["det"], ctx["second_pass_share"])
-    return torch.where(low, torch.zeros_like(act), act) if bool((low & (act >= 0.5)).any()) else act
+    return maskers.second_pass_activity(share, act, maskers.second_pass_for(ctx["det"], ctx["second_pass_share"]))[0]
 
 
 def zero_mask(ctx: dict) -> np.ndarray:

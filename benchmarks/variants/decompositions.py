@@ -222,24 +222,6 @@ def pass_blend(ctx: dict, w: float = 0.5, geometric: bool = False) -> np.ndarray
     return (w * m1 + (1 - w) * m2).astype(np.float32)
 
 
-def _fit_given(Vc, Wq, Wb, n_free: int, seed: int):
-    """(S, B) (F, T) of one KL fit of Vc (F, T) with the query atoms Wq (F, Kq) and background
-    atoms Wb (F, Kb) fixed and ``n_free`` free atoms learned (counted as background), as
-    :func:`sourcesep.maskers.nmf_fit` does with its own dictionaries."""
-    import torch
-
-    from sourcesep import nmf
-
-    Wf = nmf.normalise_columns(nmf.random_init(Vc.shape[0], n_free, seed=seed + 7))[0]
-    W0 = torch.cat([Wq, Wb, Wf], 1)
-    H0 = torch.full((W0.shape[1], Vc.shape[1]), float(Vc.mean()) + nmf.EPS)
-    learn = torch.zeros(W0.shape[1], dtype=torch.bool)
-    learn[Wq.shape[1] + Wb.shape[1]:] = True
-    W, H = nmf.beta_nmf(Vc, W0, H0, n_iter=N_ITER, update_w=learn)
-    k = Wq.shape[1]
-    return W[:, :k] @ H[:k], W[:, k:] @ H[k:]
-
-
 def atoms_gt(ctx: dict, side: str = "both", free: int = 8, loud_db: float = 40.0, power: float = 0.25,
              matched_power: float = 0.5, gain: float = -1.0) -> np.ndarray:
     """Round 15 bound: the shipped mask from a decomposition whose dictionaries are learned from
@@ -272,7 +254,8 @@ def atoms_gt(ctx: dict, side: str = "both", free: int = 8, loud_db: float = 40.0
             Vc, Vqc, act, query_shifts=query_shifts(ctx["Vq"]), seed=ctx["seed"])[0]
         interference = features.magnitude(features.stft(ctx["x"] - ctx["g"], NFFT, HOP)).float().pow(alpha)
         Wb = nmf.learn_dictionary(interference, N_ATOMS, n_iter=N_ITER, seed=ctx["seed"] + 3)
-        S, B = _fit_given(Vc, Wq, Wb, free, ctx["seed"])
+        S, B = maskers.nmf_fit(Vc, Vqc, act, query_atoms=Wq, background_atoms=Wb, n_free_atoms=free,
+                               seed=ctx["seed"]).parts()
     return mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act, gain_power=None if gain < 0 else gain,
                             power=power, matched_power=matched_power)
 
@@ -299,5 +282,7 @@ def resid_bg(ctx: dict, k: float = 1.0, mode: str = "replace") -> np.ndarray:
     Wr = nmf.learn_dictionary(Vc * (1 - r).pow(k), N_ATOMS, n_iter=N_ITER, seed=ctx["seed"] + 5)
     nq = first.n_query_atoms
     Wq, Wb = first.W[:, :nq], first.W[:, nq:first.W.shape[1] - n_free]
-    S, B = _fit_given(Vc, Wq, Wr if mode == "replace" else torch.cat([Wb, Wr], 1), n_free, ctx["seed"])
+    Wbg = Wr if mode == "replace" else torch.cat([Wb, Wr], 1)
+    S, B = maskers.nmf_fit(Vc, Vqc, act, query_atoms=Wq, background_atoms=Wbg, n_free_atoms=n_free,
+                           seed=ctx["seed"]).parts()
     return mask_from_parts(ctx, S.pow(1 / alpha), B.pow(1 / alpha), act)
