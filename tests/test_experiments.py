@@ -351,7 +351,8 @@ def test_round_14_variants(experiments, split):
 
 def test_round_15_variants(experiments, split):
     """The dictionary bound and its two estimates run on a real pair, refuse unknown settings, and
-    the coupled target dictionary stays near the shipped mask when the query's frames dominate."""
+    the coupled target dictionary stays near the shipped mask when the query's frames dominate and
+    moves as their weight falls."""
     torch.set_num_threads(1)
     case = str(split / "000")
     run = lambda spec: experiments.run_case((case, spec, False, FRAME_GAIN_POWER, {}, 0, None, True))[1]  # noqa: E731
@@ -361,6 +362,9 @@ def test_round_15_variants(experiments, split):
         figure = run(spec)
         assert np.isfinite(figure) and figure != pytest.approx(shipped, abs=1e-3), spec
     assert run("coupled-q:lam=1e6") == pytest.approx(shipped, abs=0.5)
+    # The query's weight steers the atoms: past a large weight nothing changes; a small one moves them.
+    assert run("coupled-q:lam=1e8") == pytest.approx(run("coupled-q:lam=1e6"), abs=1e-3)
+    assert abs(run("coupled-q:lam=0.1") - run("coupled-q:lam=1e6")) > 0.1
     # Target atoms from the mixture's own frames: picked by the share, or by gt.wav (a bound).
     for spec in ("bootstrap:raw=true", "bootstrap:raw=true,select=gt,min_share=0.8,top=1,only=true"):
         assert np.isfinite(run(spec)), spec
