@@ -276,15 +276,12 @@ def _detected_frames(path: Path, gt: np.ndarray, sr: int = 16000, hop: int = 256
     """(detected, target) (T,) bool on gt's STFT frames: frame centres inside a span of ``path``
     (``start end`` lines, s), and frames whose gt energy is within ``floor_db`` of its loudest.
     None when ``path`` does not exist (an older run)."""
-    from sourcesep.detect import segments_from_file
+    from sourcesep.detect import frames_inside, segments_from_file
 
     if not path.exists():
         return None
     t, target = gt_frames(gt, sr, hop=hop, floor_db=floor_db)
-    detected = np.zeros(len(t), bool)
-    for sg in segments_from_file(path):
-        detected |= (t >= sg.start) & (t <= sg.end)
-    return detected, target
+    return frames_inside(segments_from_file(path), t), target
 
 
 def load_scorer(path: Path):

@@ -146,6 +146,16 @@ def detect_ast(
     )
 
 
+def frames_inside(segments: list[Segment], frame_times: np.ndarray) -> np.ndarray:
+    """(N,) bool: whether each frame time (s) lies inside any of ``segments`` (ends included)."""
+    t = np.asarray(frame_times, dtype=np.float64).reshape(-1)
+    if not segments:
+        return np.zeros(t.size, bool)
+    st = np.array([s.start for s in segments])[:, None]
+    en = np.array([s.end for s in segments])[:, None]
+    return ((t[None] >= st) & (t[None] <= en)).any(axis=0)
+
+
 def detect_oracle(segments: list[Segment], duration_s: float, frame_times: np.ndarray) -> Detection:
     """Known segments as a detection: activity (N,) = 1 at ``frame_times`` inside any segment
     (clipped to ``[0, duration_s]``), else 0."""
@@ -155,12 +165,7 @@ def detect_oracle(segments: list[Segment], duration_s: float, frame_times: np.nd
         key=lambda s: (s.start, s.end),
     )
     clipped = [s for s in clipped if s.end > s.start]
-    if clipped:
-        st = np.array([s.start for s in clipped])[:, None]
-        en = np.array([s.end for s in clipped])[:, None]
-        activity = ((t[None] >= st) & (t[None] <= en)).any(axis=0).astype(np.float32)
-    else:
-        activity = np.zeros(t.size, np.float32)
+    activity = frames_inside(clipped, t).astype(np.float32)
     return Detection(
         name="oracle",
         times_s=t,

@@ -217,9 +217,7 @@ def detect_query(
         segs = []
     else:
         # Activity outside the (merged, padded) segments is switched off: segments are the decision.
-        inside = np.zeros(T, bool)
-        for sg in segs:
-            inside |= (times >= sg.start) & (times <= sg.end)
+        inside = detect.frames_inside(segs, times)
         if activity_mode == "segments":
             activity = np.where(inside, np.maximum(activity, 0.5), 0.0)
         else:

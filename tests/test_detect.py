@@ -223,3 +223,12 @@ def test_missing_or_binary_segment_file(tmp_path):
     b.write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(InputError, match="cannot read"):
         segments_from_file(b)
+
+
+def test_frames_inside_marks_frames_within_any_segment_ends_included():
+    from sourcesep.detect import frames_inside
+
+    t = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    segs = [Segment(0.5, 1.0, 1.0), Segment(2.4, 3.0, 1.0)]
+    assert frames_inside(segs, t).tolist() == [False, True, True, False, False, True, True]
+    assert not frames_inside([], t).any() and frames_inside([], t).shape == t.shape

@@ -367,10 +367,7 @@ def redetect(ctx: dict, thr: float = 0.3, hyst: float = 3.0, smooth_ms: float = 
                                      padding_ms=pad_ms, duration_s=len(ctx["x"]) / SR)
     if not segs:
         return shipped_mask(ctx)
-    inside = np.zeros(len(a), bool)
-    for sg in segs:
-        inside |= (times >= sg.start) & (times <= sg.end)
-    return shipped_mask(with_activity(ctx, np.where(inside, a, 0.0)))
+    return shipped_mask(with_activity(ctx, np.where(detect.frames_inside(segs, times), a, 0.0)))
 
 
 def relax(ctx: dict, gamma: float = 0.5) -> np.ndarray:
